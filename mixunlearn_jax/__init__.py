@@ -1,0 +1,3 @@
+"""mixunlearn-jax: MixUnlearn (Adversarial Mixup Unlearning, ICLR 2025) in JAX/Flax."""
+
+__version__ = "0.1.0"

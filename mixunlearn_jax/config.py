@@ -1,0 +1,67 @@
+"""The config schema with the spec's defaults; files in configs/ override it.
+
+Every field a user might change lives here. Config files call
+`base_config()` and set what differs, so a typo in an override
+(`--config.unlearn.tau_mxi=5`) is an error naming the field.
+"""
+
+import ml_collections
+
+
+def base_config():
+  c = ml_collections.ConfigDict()
+  c.seeds = (0, 1, 2, 3, 4)
+  c.setup = "class"  # class | data | noisy | semi
+  c.forget_class = 0  # class setup
+  c.forget_classes = (5, 6, 7, 8, 9)  # data and semi setups
+  c.forget_fraction = 0.4
+  c.noisy_classes = (0, 1, 2, 3, 4)
+  c.noisy_fraction = 0.6
+  c.unlabelled_fraction = 0.6  # semi setup
+  c.batch_size = 32  # global, over all devices
+  c.eval_batch_size = 500
+  c.methods = ("mixunlearn_aware", "mixunlearn_agnostic")
+  c.checkpoint_every_steps = 1000
+  c.log_every_steps = 200
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "cnn"  # see mixunlearn_jax.models.names()
+  c.model.dtype = "float32"  # bfloat16 on accelerators; params stay float32
+  c.model.kwargs = ml_collections.ConfigDict()  # e.g. stem='imagenet' for resnet18
+  c.model.pretrained_npz = ""  # ViT: a local ImageNet-21k .npz to start f_D from
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "digits"
+  c.data.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data dir
+  c.data.manual_dir = ml_collections.config_dict.placeholder(str)  # raw files, offline
+  c.data.download = True  # may tfds download missing raw files (needs network)
+  c.data.image_size = 0  # resize side for imagenet_val; 0 keeps the native size
+  c.data.crop_padding = 0  # training augmentation: random crop after this padding
+  c.data.random_flip = False
+
+  # Initial model f_D on D, and the retrained gold standard on D_r (spec §5).
+  for name, epochs in [("pretrain", 10), ("retrain", 20)]:
+    stage = ml_collections.ConfigDict()
+    stage.epochs = epochs
+    stage.lr = 1e-3
+    stage.reuse_workdir = ""  # take this stage's finished model from another workdir
+    c[name] = stage
+
+  # MixUnlearn (spec §4); both label modes read this section.
+  c.unlearn = ml_collections.ConfigDict()
+  c.unlearn.epochs = 20  # an epoch is one pass over D_f
+  c.unlearn.lr = 5e-5
+  c.unlearn.generator_lr = 1e-4
+  c.unlearn.gen_interval = 4
+  c.unlearn.alpha = 0.75
+  c.unlearn.per_sample_lambda = False
+  c.unlearn.tau_gen = 1.0
+  c.unlearn.tau_mix = 20.0
+  c.unlearn.tau_real = 20.0
+  c.unlearn.omega = 10.0
+  c.unlearn.sharpen_temperature = 0.3  # 0 disables Sharpen (ablation)
+  c.unlearn.batchnorm_train = False  # LAF protocol: BatchNorm statistics frozen
+
+  c.asr = ml_collections.ConfigDict()
+  c.asr.trees = 100  # boosting iterations of the attacker
+  return c

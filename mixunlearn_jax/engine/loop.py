@@ -1,0 +1,155 @@
+"""The one checkpointed training loop that every stage runs through.
+
+A stage is (initial state, jitted step, batch source, step count). The loop
+restores the newest checkpoint of the stage if there is one, feeds batches
+from that step on, logs and checks losses every `log_every` steps (the only
+host syncs), saves every `checkpoint_every` steps and at the end, and records
+wall time and throughput in the checkpoint's metadata so a resumed stage
+reports totals.
+"""
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Callable, Iterator
+
+from absl import logging
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from flax.metrics import tensorboard
+
+
+class NonFiniteLossError(RuntimeError):
+  """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+  state: Any
+  seconds: float  # wall time of the stage's steps, summed over resumes
+  examples_per_sec: float
+
+
+def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[int], Iterator],
+              num_steps, examples_per_step, checkpoint_every, log_every,
+              write_summaries=True) -> StageResult:
+  """Runs `state, metrics = step_fn(state, batch)` up to `num_steps`, resumably.
+
+  Args:
+    name: stage name for logs and errors (e.g. 'seed 0 / unlearn mixunlearn_aware').
+    directory: the stage's folder; checkpoints and TensorBoard events go there.
+    state: the initial state, already placed on the devices (it also serves as
+      the restore target: its shardings say where restored arrays go).
+    step_fn: the jitted step; it receives ownership of `state` (donation).
+    batches: batches(start_step) yields device batches for steps start_step...
+    num_steps: total number of steps of the stage.
+    examples_per_step: for the throughput figure.
+    checkpoint_every, log_every: intervals in steps.
+    write_summaries: whether this process writes TensorBoard scalars.
+  """
+  manager = ocp.CheckpointManager(
+      os.path.abspath(os.path.join(directory, "checkpoints")),
+      options=ocp.CheckpointManagerOptions(
+          preservation_policy=ocp.checkpoint_managers.LatestN(2), create=True))
+  start, seconds = 0, 0.0
+  if manager.latest_step() is not None:
+    start = manager.latest_step()
+    restored = manager.restore(start, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(state), meta=ocp.args.JsonRestore()))
+    state, seconds = restored.state, restored.meta["seconds"]
+    logging.info("%s: resumed at step %d/%d.", name, start, num_steps)
+  if start >= num_steps:
+    manager.close()
+    return StageResult(state, seconds, _throughput(num_steps, examples_per_step, seconds))
+
+  writer = tensorboard.SummaryWriter(directory) if write_summaries else None
+  timer = _Timer(start)
+  try:
+    step = start
+    for batch in batches(start):
+      state, metrics = step_fn(state, batch)
+      step += 1
+      at_log, at_save = step % log_every == 0, step % checkpoint_every == 0
+      if at_log or at_save or step == num_steps:
+        scalars = _check_finite(name, step, jax.device_get(metrics))
+        timer.lap(step)
+        if at_log or step == num_steps:
+          _log(name, step, num_steps, scalars, timer, examples_per_step, writer)
+      if at_save or step == num_steps:
+        meta = {"step": step, "num_steps": num_steps, "seconds": seconds + timer.elapsed,
+                "examples_per_step": examples_per_step}
+        manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+      if step == num_steps:
+        break
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    if writer:
+      writer.close()
+  seconds += timer.elapsed
+  return StageResult(state, seconds, _throughput(num_steps - start, examples_per_step, timer.elapsed))
+
+
+def restore_finished(directory, state) -> StageResult:
+  """The final state of a finished stage in `directory` (e.g. of another workdir)."""
+  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(directory, "checkpoints")))
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"No checkpoint of a finished stage in {directory}.")
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(state), meta=ocp.args.JsonRestore()))
+  manager.close()
+  meta = restored.meta
+  if meta["step"] != meta["num_steps"]:
+    raise ValueError(f"The stage in {directory} stopped at step {meta['step']} of "
+                     f"{meta['num_steps']}; finish it there first.")
+  return StageResult(restored.state, meta["seconds"],
+                     _throughput(meta["num_steps"], meta.get("examples_per_step", 0), meta["seconds"]))
+
+
+class _Timer:
+  """Wall time from the first step on; compilation of step one is included."""
+
+  def __init__(self, start_step):
+    self.t0 = self.t_lap = time.perf_counter()
+    self.step_lap = start_step
+    self.rate = float("nan")
+
+  @property
+  def elapsed(self):
+    return time.perf_counter() - self.t0
+
+  def lap(self, step):
+    now = time.perf_counter()
+    self.rate = (step - self.step_lap) / max(now - self.t_lap, 1e-9)
+    self.t_lap, self.step_lap = now, step
+
+
+def _check_finite(name, step, metrics):
+  scalars = {k: float(np.asarray(v)) for k, v in metrics.items()}
+  bad = {k: v for k, v in scalars.items() if not math.isfinite(v)}
+  if bad:
+    raise NonFiniteLossError(
+        f"{name}: non-finite {bad} at step {step}; the last good checkpoint is kept.")
+  return scalars
+
+
+def _log(name, step, num_steps, scalars, timer, examples_per_step, writer):
+  steps_per_sec = timer.rate
+  eta = (num_steps - step) / steps_per_sec if steps_per_sec > 0 else float("nan")
+  losses = ", ".join(f"{k}={v:.4f}" for k, v in sorted(scalars.items()))
+  logging.info("%s: step %d/%d (%3.0f%%) %s | %.1f steps/s, %.0f examples/s, eta %.0fs",
+               name, step, num_steps, 100.0 * step / num_steps, losses, steps_per_sec,
+               steps_per_sec * examples_per_step, eta)
+  if writer:
+    for k, v in scalars.items():
+      writer.scalar(k, v, step)
+    writer.scalar("examples_per_sec", steps_per_sec * examples_per_step, step)
+
+
+def _throughput(steps, examples_per_step, seconds):
+  return steps * examples_per_step / seconds if seconds > 0 else 0.0

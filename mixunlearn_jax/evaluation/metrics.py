@@ -1,0 +1,101 @@
+"""Accuracies and membership-inference ASR (spec §6).
+
+Each model's softmax outputs on the training and test sets are computed once
+(jitted, batch-sharded, every example exactly once); every metric is then a
+cheap function of those outputs.
+"""
+
+import dataclasses
+
+import jax
+import numpy as np
+from sklearn import ensemble
+
+from mixunlearn_jax.data import pipeline
+from mixunlearn_jax.engine import parallel
+
+CLASS_METRICS = ("Test_r", "Test_f", "ASR")
+DATA_METRICS = ("Train_r", "Train_f", "Test", "ASR")
+
+
+def metric_names(setup):
+  return CLASS_METRICS if setup == "class" else DATA_METRICS
+
+
+def make_predict(model, mesh):
+  """A jitted `predict(variables, images) -> softmax probabilities` (float32)."""
+
+  def predict(variables, images):
+    logits, _ = model.apply(variables, images, train=False)
+    return jax.nn.softmax(logits.astype(np.float32))
+
+  return jax.jit(predict, in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
+                 out_shardings=parallel.replicated(mesh))
+
+
+def predict_probs(predict, variables, images, labels, indices, *, batch_size, preprocess, mesh):
+  """Softmax outputs for `indices`, in order, with the padded rows dropped."""
+  outputs = []
+  batches = pipeline.eval_pipeline(images, labels, indices, batch_size=batch_size,
+                                   preprocess=preprocess)
+  for batch in parallel.device_prefetch(batches, parallel.data_sharded(mesh)):
+    probs, mask = jax.device_get((predict(variables, batch["image"]), batch["mask"]))
+    outputs.append(probs[mask > 0])
+  return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+
+def accuracy(probs, labels):
+  """Top-1 accuracy in percent."""
+  return 100.0 * float(np.mean(np.argmax(probs, axis=-1) == labels)) if len(labels) else float("nan")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSets:
+  """Index sets of the membership-inference protocol (fixed per seed)."""
+  members: np.ndarray  # training indices: a random |D_f|-sized sample of D_r
+  nonmembers: np.ndarray  # test indices: the first half of the test set
+  heldout: np.ndarray  # test indices: from the second half, as many as scored D_f samples
+  forget: np.ndarray  # training indices of D_f that are scored
+
+  @classmethod
+  def make(cls, forget, remain, num_test, seed):
+    rng = np.random.default_rng([seed, 7])
+    members = rng.choice(remain, size=min(len(forget), len(remain)), replace=False)
+    half = num_test // 2
+    count = min(len(forget), num_test - half)
+    scored = np.sort(rng.choice(forget, size=count, replace=False))
+    heldout = np.sort(rng.choice(np.arange(half, num_test), size=count, replace=False))
+    return cls(np.sort(members), np.arange(half), heldout, scored)
+
+
+def attack_success_rate(train_probs, test_probs, sets: AttackSets, *, seed, trees=100):
+  """ASR in percent: a gradient-boosted-trees attacker on sorted softmax vectors.
+
+  Fitted on members (label 1) vs non-members (label 0), it is scored on D_f
+  (label 1) together with an equal number of held-out test samples (label 0).
+  """
+  features = lambda p: -np.sort(-p, axis=-1)  # noqa: E731 (descending)
+  x_fit = np.concatenate([features(train_probs[sets.members]), features(test_probs[sets.nonmembers])])
+  y_fit = np.concatenate([np.ones(len(sets.members)), np.zeros(len(sets.nonmembers))])
+  attacker = ensemble.HistGradientBoostingClassifier(max_iter=trees, early_stopping=False,
+                                                     random_state=seed).fit(x_fit, y_fit)
+  x_eval = np.concatenate([features(train_probs[sets.forget]), features(test_probs[sets.heldout])])
+  y_eval = np.concatenate([np.ones(len(sets.forget)), np.zeros(len(sets.heldout))])
+  return 100.0 * float(np.mean(attacker.predict(x_eval) == y_eval))
+
+
+def evaluate(train_probs, test_probs, *, setup, split, test_labels, forget_class, attack_sets, seed,
+             trees=100):
+  """All metrics of `setup` for one model, from its softmax outputs."""
+  results = {"ASR": attack_success_rate(train_probs, test_probs, attack_sets, seed=seed,
+                                        trees=trees)}
+  if setup == "class":
+    forgotten = test_labels == forget_class
+    results["Test_r"] = accuracy(test_probs[~forgotten], test_labels[~forgotten])
+    results["Test_f"] = accuracy(test_probs[forgotten], test_labels[forgotten])
+  else:
+    labels = split.train_labels
+    results["Train_r"] = accuracy(train_probs[split.remain], labels[split.remain])
+    results["Train_f"] = accuracy(train_probs[split.forget], labels[split.forget])
+    results["Test"] = accuracy(test_probs, test_labels)
+  return {name: results[name] for name in metric_names(setup)}

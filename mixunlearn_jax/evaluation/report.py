@@ -1,0 +1,61 @@
+"""results.json and results.md: mean ± std over seeds and the gap to Retrain."""
+
+import json
+import os
+
+import numpy as np
+
+REFERENCE = "retrain"
+
+
+def _stats(values):
+  values = [float(v) for v in values]
+  return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": values}
+
+
+def aggregate(per_seed, metric_names):
+  """per_seed: {seed: {model: {'metrics': {...}, 'seconds': s, 'examples_per_sec': r}}}."""
+  seeds = sorted(per_seed)
+  model_names = list(per_seed[seeds[0]])
+  results = {"seeds": seeds, "metrics": list(metric_names), "models": {}}
+  for name in model_names:
+    runs = [per_seed[s][name] for s in seeds]
+    entry = {m: _stats([r["metrics"][m] for r in runs]) for m in metric_names}
+    entry["seconds"] = _stats([r["seconds"] for r in runs])
+    entry["examples_per_sec"] = _stats([r["examples_per_sec"] for r in runs])
+    results["models"][name] = entry
+  if REFERENCE in results["models"]:
+    reference = results["models"][REFERENCE]
+    for entry in results["models"].values():
+      entry["gap"] = {m: abs(entry[m]["mean"] - reference[m]["mean"]) for m in metric_names}
+      entry["distance_to_retrain"] = float(np.mean(list(entry["gap"].values())))
+  results["timings"] = {n: e["seconds"]["mean"] for n, e in results["models"].items()}
+  results["throughput"] = {n: e["examples_per_sec"]["mean"] for n, e in results["models"].items()}
+  return results
+
+
+def markdown(results, title=""):
+  metric_names = results["metrics"]
+  header = ["model", *metric_names, "distance to Retrain", "time (s)", "examples/s"]
+  lines = [f"# {title}" if title else "", f"Seeds: {results['seeds']}. Accuracies and ASR in %, "
+           "mean ± std over seeds; (gap) = |mean - Retrain mean|.", "",
+           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for name, entry in results["models"].items():
+    cells = [name]
+    for m in metric_names:
+      gap = entry.get("gap", {}).get(m)
+      cells.append(f"{entry[m]['mean']:.2f} ± {entry[m]['std']:.2f}"
+                   + (f" ({gap:.2f})" if gap is not None and name != REFERENCE else ""))
+    distance = entry.get("distance_to_retrain")
+    cells.append("—" if distance is None or name == REFERENCE else f"{distance:.2f}")
+    cells.append(f"{entry['seconds']['mean']:.1f}")
+    cells.append(f"{entry['examples_per_sec']['mean']:.0f}")
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def write(workdir, results, title=""):
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  with open(os.path.join(workdir, "results.md"), "w") as f:
+    f.write(markdown(results, title))

@@ -1,0 +1,55 @@
+"""MixUnlearn's losses (spec §3) as pure functions of probabilities and targets.
+
+All reductions are means over the batch and run in float32, whatever dtype the
+model computed in. The parameter-level losses L_gen and L_mix, which decide
+where gradients flow, live with the method in `methods/mixunlearn.py`.
+"""
+
+import jax
+import jax.numpy as jnp
+
+_NORM_EPS = 1e-8
+
+
+def sharpen(probs, temperature):
+  """Sharpen(q)_i = q_i^(1/T) / sum_j q_j^(1/T), computed in log space."""
+  log_probs = jnp.log(jnp.maximum(probs.astype(jnp.float32), jnp.finfo(jnp.float32).tiny))
+  return jax.nn.softmax(log_probs / temperature, axis=-1)
+
+
+def sim_loss(a, b):
+  """1 - cos(a, b) along the last axis, with an epsilon in the norms."""
+  a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+  norms = (jnp.maximum(jnp.linalg.norm(a, axis=-1), _NORM_EPS)
+           * jnp.maximum(jnp.linalg.norm(b, axis=-1), _NORM_EPS))
+  return 1.0 - jnp.sum(a * b, axis=-1) / norms
+
+
+def contrastive(probs_mix, target_forget, target_remain, lam, temperature):
+  """C(λ, τ) = mean_b[(1-λ) Sim(P_b, p(x_r^b))] - logsumexp_b(λ Sim(P_b, p(x_f^b)) / τ).
+
+  `lam` is a scalar or one ratio per pair. This is the paper's Eq. 3/5
+  divided by the batch size B.
+  """
+  lam = jnp.asarray(lam, jnp.float32)
+  attract = jnp.mean((1.0 - lam) * sim_loss(probs_mix, target_remain))
+  repel = jax.nn.logsumexp(lam * sim_loss(probs_mix, target_forget) / temperature)
+  return attract - repel
+
+
+def l_real(probs_forget, probs_remain, target_forget, target_remain, temperature):
+  """L_real = mean_b Sim(P(x_r), p(x_r)) - logsumexp_b(Sim(P(x_f), p(x_f)) / τ_real)."""
+  attract = jnp.mean(sim_loss(probs_remain, target_remain))
+  repel = jax.nn.logsumexp(sim_loss(probs_forget, target_forget) / temperature)
+  return attract - repel
+
+
+def l_unlearn(mix_loss, real_loss, omega):
+  """L_unlearn = L_mix + ω L_real."""
+  return mix_loss + omega * real_loss
+
+
+def cross_entropy(logits, labels):
+  """Per-example softmax cross-entropy with integer labels, in float32."""
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
