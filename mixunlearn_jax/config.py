@@ -65,3 +65,25 @@ def base_config():
   c.asr = ml_collections.ConfigDict()
   c.asr.trees = 100  # boosting iterations of the attacker
   return c
+
+
+# Spec §4-§5 per dataset: model, augmentation and the paper's training budgets.
+_CNN = dict(model="cnn", pretrain=(10, 1e-3), retrain=(20, 1e-3), unlearn=(20, 5e-5), augment=(0, False))
+_RESNET = dict(model="resnet18", pretrain=(20, 5e-5), retrain=(40, 5e-5), unlearn=(40, 1e-5))
+PAPER_DATASETS = {
+    "mnist": _CNN,
+    "fashion_mnist": _CNN,
+    "cifar10": dict(_RESNET, augment=(4, True)),
+    "svhn_cropped": dict(_RESNET, augment=(4, False)),  # no flips for digits
+}
+
+
+def paper_config(dataset, setup):
+  """The paper's settings (5 seeds) for `dataset` in `setup`."""
+  preset = PAPER_DATASETS[dataset]
+  c = base_config()
+  c.data.name, c.setup, c.model.name = dataset, setup, preset["model"]
+  c.data.crop_padding, c.data.random_flip = preset["augment"]
+  for stage in ("pretrain", "retrain", "unlearn"):
+    c[stage].epochs, c[stage].lr = preset[stage]
+  return c

@@ -56,7 +56,7 @@ def train_step(state, batch, *, model, tx):
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), batch_stats,
                      opt_state)
-  return state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
+  return state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads)}
 
 
 def jit_step(step, mesh, num_frozen=0, **static):

@@ -1,0 +1,12 @@
+r"""SVHN, data-level unlearning (forget a random 40% of classes 5-9), with the paper's settings (ResNet-18 (cifar stem), 5 seeds).
+
+  python -m mixunlearn_jax.main --config=configs/svhn_data.py --workdir=runs/svhn_data
+
+Cost: a GPU job: hours per seed. Expected (results.md): MixUnlearn's Train_r, Train_f and Test within about 1.5 points of Retrain, ASR near Retrain's.
+"""
+
+from mixunlearn_jax import config
+
+
+def get_config():
+  return config.paper_config("svhn_cropped", "data")

@@ -1,0 +1,166 @@
+"""Models: parameter counts from the spec, shapes, BatchNorm modes, MixBlock vs NumPy."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from mixunlearn_jax import models
+
+
+def count(tree):
+  return sum(np.prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+def abstract_init(model, shape):
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
+
+
+def test_cnn_has_spec_parameter_count_and_shapes():
+  model = models.create("cnn")
+  variables = abstract_init(model, (1, 28, 28, 1))
+  assert count(variables["params"]) == 449_098
+  (logits, features) = jax.eval_shape(lambda v, x: model.apply(v, x), variables,
+                                      jnp.zeros((3, 28, 28, 1)))
+  assert logits.shape == (3, 10)
+  assert features["embed"].shape == (3, 256)
+  assert features["mix"].shape == (3, 7, 7, 32)
+
+
+def test_cnn_runs_on_8x8_digits():
+  model = models.create("cnn")
+  x = jnp.ones((2, 8, 8, 1))
+  variables = model.init(jax.random.key(0), x)
+  logits, features = model.apply(variables, x)
+  assert logits.shape == (2, 10) and features["mix"].shape == (2, 2, 2, 32)
+
+
+@pytest.mark.parametrize("stem,kernel,size,mix_hw", [("cifar", 3, 32, 8), ("imagenet", 7, 224, 14)])
+def test_resnet18_parameter_count_and_shapes(stem, kernel, size, mix_hw):
+  model = models.create("resnet18", stem=stem)
+  variables = abstract_init(model, (1, size, size, 3))
+  # torchvision's ResNet-18 without its 1000-way head has 11,176,512 parameters
+  # with its 7x7 stem; the LAF head adds 512*256+256 and 256*10+10.
+  stem_difference = (7 * 7 - kernel * kernel) * 3 * 64
+  assert count(variables["params"]) == 11_176_512 - stem_difference + 131_328 + 2_570
+  logits, features = jax.eval_shape(lambda v, x: model.apply(v, x), variables,
+                                    jnp.zeros((2, size, size, 3)))
+  assert logits.shape == (2, 10)
+  assert features["embed"].shape == (2, 256)
+  assert features["mix"].shape == (2, mix_hw, mix_hw, 256)
+
+
+def test_resnet_batchnorm_statistics_change_only_in_train_mode():
+  model = models.ResNet(stage_sizes=(1, 1), widths=(8, 16), mix_stage=1, embed_dim=16)
+  x = jax.random.normal(jax.random.key(1), (4, 16, 16, 3)) * 3 + 1
+  variables = model.init(jax.random.key(0), x)
+  _, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  _, unchanged = model.apply(variables, x, train=False, mutable=["batch_stats"])
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), variables["batch_stats"],
+                         updated["batch_stats"])
+  assert all(jax.tree.leaves(changed))
+  assert all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.all(a == b)),
+                                          variables["batch_stats"], unchanged["batch_stats"])))
+
+
+def test_bfloat16_computes_in_bf16_with_float32_params():
+  model = models.create("cnn", dtype="bfloat16")
+  x = jnp.ones((2, 8, 8, 1))
+  variables = model.init(jax.random.key(0), x)
+  logits, _ = model.apply(variables, x)
+  assert logits.dtype == jnp.bfloat16
+  assert {p.dtype for p in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+
+
+def test_registry_rejects_unknown_names():
+  with pytest.raises(ValueError, match="known models: cnn"):
+    models.create("resnet50")
+  with pytest.raises(ValueError, match="dtype"):
+    models.create("cnn", dtype="float16x")
+
+
+# -- MixBlock -------------------------------------------------------------------
+
+
+def mixblock_setup(channels=8, hw=4, batch=3, image=12, seed=0):
+  rng = np.random.default_rng(seed)
+  feat_f = rng.normal(size=(batch, hw, hw, channels)).astype(np.float32)
+  feat_r = rng.normal(size=(batch, hw, hw, channels)).astype(np.float32)
+  block = models.MixBlock()
+  params = block.init(jax.random.key(seed), feat_f, feat_r, 0.5, (image, image))["params"]
+  # Larger weights than the N(0, 0.01) init, so the mask is far from uniform.
+  params = jax.tree.map(lambda p: p * 50 + 0.01, params)
+  return block, params, feat_f, feat_r
+
+
+def numpy_mixblock(params, feat_f, feat_r, lam, image_hw):
+  """Spec §2, written independently with NumPy."""
+  batch, h, w, c = feat_f.shape
+  lam = np.broadcast_to(np.reshape(lam, (-1, 1, 1, 1)), (batch, h, w, 1))
+  a = np.concatenate([feat_f, lam], -1).reshape(batch, h * w, c + 1)
+  b = np.concatenate([feat_r, 1 - lam], -1).reshape(batch, h * w, c + 1)
+  conv = lambda x, name: x @ np.asarray(params[name]["kernel"])[0, 0] + np.asarray(  # noqa: E731
+      params[name]["bias"])
+  relu = lambda x: np.maximum(x, 0)  # noqa: E731
+
+  def softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+  scale = np.sqrt(c // 2)
+  m_a = softmax(relu(conv(a, "query")) @ relu(conv(b, "key")).transpose(0, 2, 1) / scale, -1) @ conv(a, "value")
+  m_b = softmax(relu(conv(b, "query")) @ relu(conv(a, "key")).transpose(0, 2, 1) / scale, -1) @ conv(b, "value")
+  m = np.concatenate([m_a, m_b], -1).reshape(batch, h, w, 2)
+  zoom = (1, image_hw[0] / h, image_hw[1] / w, 1)
+  m = ndimage.zoom(m, zoom, order=1, grid_mode=True, mode="nearest")
+  return softmax(m, -1)
+
+
+def test_mixblock_has_66306_parameters_for_256_channels():
+  feat = jnp.zeros((1, 8, 8, 256))
+  params = jax.eval_shape(lambda: models.MixBlock().init(jax.random.key(0), feat, feat, 0.5,
+                                                          (32, 32)))["params"]
+  assert count(params) == 66_306
+
+
+@pytest.mark.parametrize("lam", [0.3, np.array([0.1, 0.5, 0.9], np.float32)])
+def test_mixblock_matches_numpy_reference(lam):
+  block, params, feat_f, feat_r = mixblock_setup()
+  mask = block.apply({"params": params}, feat_f, feat_r, lam, (12, 12))
+  expected = numpy_mixblock(flax.core.unfreeze(params), feat_f, feat_r, lam, (12, 12))
+  np.testing.assert_allclose(np.asarray(mask), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_mixblock_mask_is_a_distribution_that_depends_on_lambda():
+  block, params, feat_f, feat_r = mixblock_setup()
+  mask = np.asarray(block.apply({"params": params}, feat_f, feat_r, 0.2, (12, 12)))
+  assert mask.shape == (3, 12, 12, 2)
+  assert mask.min() >= 0 and mask.max() <= 1
+  np.testing.assert_allclose(mask.sum(-1), 1.0, rtol=1e-6)
+  other = np.asarray(block.apply({"params": params}, feat_f, feat_r, 0.8, (12, 12)))
+  assert np.abs(mask - other).max() > 1e-3
+
+
+def test_gradients_reach_every_mixblock_parameter():
+  block, params, feat_f, feat_r = mixblock_setup()
+  x_f = jnp.asarray(np.random.default_rng(1).normal(size=(3, 12, 12, 1)), jnp.float32)
+  x_r = jnp.asarray(np.random.default_rng(2).normal(size=(3, 12, 12, 1)), jnp.float32)
+
+  def loss(p):
+    mask = block.apply({"params": p}, feat_f, feat_r, 0.4, (12, 12))
+    return jnp.sum(models.mix_images(x_f, x_r, mask) ** 2)
+
+  grads = jax.grad(loss)(params)
+  for path, g in flax.traverse_util.flatten_dict(flax.core.unfreeze(grads), sep="/").items():
+    assert np.abs(np.asarray(g)).max() > 0, path
+
+
+def test_mix_images_is_the_mask_weighted_sum():
+  rng = np.random.default_rng(0)
+  x_f, x_r = rng.normal(size=(2, 4, 4, 3)), rng.normal(size=(2, 4, 4, 3))
+  m0 = rng.uniform(size=(2, 4, 4, 1))
+  mask = np.concatenate([m0, 1 - m0], -1)
+  np.testing.assert_allclose(np.asarray(models.mix_images(x_f, x_r, mask)),
+                             x_f * m0 + x_r * (1 - m0), rtol=1e-6)
