@@ -48,12 +48,11 @@ def run(config, workdir, *, overwrite=False):
   logging.info("%s: %d training / %d test images of shape %s on %d devices.", dataset.name,
                len(dataset.train_labels), len(dataset.test_labels), dataset.image_shape,
                jax.device_count())
-  per_seed = {seed: Seed(config, dataset, seed, workdir, mesh).run() for seed in config.seeds}
-  results = report.aggregate(per_seed, metrics.metric_names(config.setup))
-  results.update(dataset=dataset.name, setup=config.setup, devices=jax.device_count())
+  for seed in config.seeds:
+    Seed(config, dataset, seed, workdir, mesh).run()
   if jax.process_index() == 0:
-    report.write(workdir, results, title=f"{dataset.name}, {config.setup} setup")
-  return results
+    return report.rebuild(workdir, metrics.metric_names(config.setup))
+  return None
 
 
 def validate(config):
@@ -120,13 +119,11 @@ class Seed:
     self._initial = None
 
   def run(self):
-    """{model name: {'metrics', 'seconds', 'examples_per_sec'}} for this seed."""
-    records = {"initial": self._evaluated("initial", self.initial),
-               "retrain": self._evaluated("retrain", functools.partial(
-                   self._supervised, "retrain", self.split.remain))}
+    """Trains, unlearns and evaluates whatever is not finished yet."""
+    self._evaluated("initial", self.initial)
+    self._evaluated("retrain", functools.partial(self._supervised, "retrain", self.split.remain))
     for name in self.config.methods:
-      records[name] = self._evaluated(name, functools.partial(self._unlearn, name))
-    return records
+      self._evaluated(name, functools.partial(self._unlearn, name))
 
   def initial(self):
     """f_D: trained on D (or restored once finished); computed once per Seed."""
@@ -210,49 +207,64 @@ class Seed:
         mesh=self.mesh, run_stage=self._stage)
     program = method.build(ctx)
     step = supervised.jit_step(program.step, self.mesh, num_frozen=1)
+    batches = self._device_batches(
+        data.paired_pipeline, images=self.dataset.train_images, labels=self.split.train_labels,
+        forget=self.split.forget, remain=self.split.remain, batch_size=self.config.batch_size,
+        num_steps=program.num_steps, seed=derive_seed(self.seed, name),
+        preprocess=self.preprocess, with_labels=method.uses_labels)
     result = self._stage(
         f"unlearn_{name}", state=program.state, num_steps=program.num_steps,
-        examples_per_step=2 * self.config.batch_size,
-        step_fn=lambda state, batch: step(state, batch, initial),
-        batches=self._device_batches(
-            data.paired_pipeline, images=self.dataset.train_images,
-            labels=self.split.train_labels, forget=self.split.forget, remain=self.split.remain,
-            batch_size=self.config.batch_size, num_steps=program.num_steps,
-            seed=derive_seed(self.seed, name), preprocess=self.preprocess,
-            with_labels=method.uses_labels))
+        examples_per_step=self.config.batch_size,
+        step_fn=lambda state, batch: step(state, batch, initial), batches=batches)
+    if program.samples:
+      samples = jax.device_get(program.samples(result.state, next(batches(0)), initial))
+      self._save(f"{name}_samples.npz", samples)
     return program.classifier(result.state), result
 
   # -- evaluation ------------------------------------------------------------
 
   def _evaluated(self, name, train):
-    """Metrics of model `name`, trained by `train()` unless already evaluated."""
-    path = os.path.join(self.dir, "eval", f"{name}.json")
-    if os.path.exists(path):
-      with open(path) as f:
-        return json.load(f)
+    """Evaluates model `name`, trained by `train()`, unless that is done already.
+
+    Writes eval/<name>.json (metrics, stage time, throughput) last, so its
+    presence marks the evaluation finished, and eval/<name>_losses.npz, the
+    per-sample cross-entropy on D_f and the test set for the report's plots.
+    """
+    if os.path.exists(os.path.join(self.dir, "eval", f"{name}.json")):
+      return
     variables, result = train()
-    record = {"metrics": self._metrics(variables), "seconds": result.seconds,
-              "examples_per_sec": result.examples_per_sec}
+    train_probs, test_probs = self._probs(variables)
+    record = {"metrics": metrics.evaluate(
+        train_probs, test_probs, setup=self.config.setup, split=self.split,
+        test_labels=self.dataset.test_labels, forget_class=self.config.forget_class,
+        attack_sets=metrics.AttackSets.make(self.split.forget, self.split.remain,
+                                            len(self.dataset.test_labels), self.seed),
+        seed=self.seed, trees=self.config.asr.trees),
+              "seconds": result.seconds, "examples_per_sec": result.examples_per_sec}
     logging.info("seed %d / %s: %s", self.seed, name,
                  ", ".join(f"{k}={v:.2f}" for k, v in record["metrics"].items()))
-    if jax.process_index() == 0:
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      with open(path, "w") as f:
-        json.dump(record, f, indent=2)
-    return record
+    self._save(f"{name}_losses.npz", {
+        "forget": metrics.per_sample_cross_entropy(train_probs[self.split.forget],
+                                                   self.split.train_labels[self.split.forget]),
+        "test": metrics.per_sample_cross_entropy(test_probs, self.dataset.test_labels)})
+    self._save(f"{name}.json", record)
 
-  def _metrics(self, variables):
+  def _probs(self, variables):
     predict = metrics.make_predict(self.model, self.mesh)
-    ds, batch_size = self.dataset, self.config.eval_batch_size
-    probs = {
-        part: metrics.predict_probs(predict, variables, images, labels,
-                                    range(len(labels)), batch_size=batch_size,
-                                    preprocess=self.preprocess, mesh=self.mesh)
-        for part, images, labels in [("train", ds.train_images, self.split.train_labels),
-                                     ("test", ds.test_images, ds.test_labels)]}
-    attack_sets = metrics.AttackSets.make(self.split.forget, self.split.remain,
-                                          len(ds.test_labels), self.seed)
-    return metrics.evaluate(probs["train"], probs["test"], setup=self.config.setup,
-                            split=self.split, test_labels=ds.test_labels,
-                            forget_class=self.config.forget_class, attack_sets=attack_sets,
-                            seed=self.seed, trees=self.config.asr.trees)
+    return [metrics.predict_probs(predict, variables, images, labels, np.arange(len(labels)),
+                                  batch_size=self.config.eval_batch_size,
+                                  preprocess=self.preprocess, mesh=self.mesh)
+            for images, labels in [(self.dataset.train_images, self.split.train_labels),
+                                   (self.dataset.test_images, self.dataset.test_labels)]]
+
+  def _save(self, filename, content):
+    """Writes eval/<filename> (.json or .npz) from process 0."""
+    if jax.process_index() != 0:
+      return
+    path = os.path.join(self.dir, "eval", filename)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if filename.endswith(".json"):
+      with open(path, "w") as f:
+        json.dump(content, f, indent=2)
+    else:
+      np.savez(path, **content)

@@ -44,9 +44,9 @@ def make_split(setup, labels, *, num_classes, seed, forget_class=0, forget_class
   """Builds the split of `setup` ('class', 'data', 'noisy' or 'semi')."""
   labels = np.asarray(labels, np.int32)
   rng = np.random.default_rng([seed, _SPLIT_STREAM])
-  _check_classes([forget_class], num_classes, "forget_class")
-  _check_classes(forget_classes, num_classes, "forget_classes")
-  _check_classes(noisy_classes, num_classes, "noisy_classes")
+  used = {"class": [("forget_class", [forget_class])], "noisy": [("noisy_classes", noisy_classes)]}
+  for field, classes in used.get(setup, [("forget_classes", forget_classes)]):
+    _check_classes(classes, num_classes, field)
   for field, value in [("forget_fraction", forget_fraction), ("noisy_fraction", noisy_fraction),
                        ("unlabelled_fraction", unlabelled_fraction)]:
     if not 0.0 < value < 1.0:

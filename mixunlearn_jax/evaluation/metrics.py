@@ -49,6 +49,11 @@ def accuracy(probs, labels):
   return 100.0 * float(np.mean(np.argmax(probs, axis=-1) == labels)) if len(labels) else float("nan")
 
 
+def per_sample_cross_entropy(probs, labels):
+  """-log p(label) per sample, with probabilities clipped away from zero."""
+  return -np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12))
+
+
 @dataclasses.dataclass(frozen=True)
 class AttackSets:
   """Index sets of the membership-inference protocol (fixed per seed)."""

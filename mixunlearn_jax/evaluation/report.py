@@ -1,9 +1,11 @@
-"""results.json and results.md: mean ± std over seeds and the gap to Retrain."""
+"""results.json, results.md and the plots, rebuilt from a workdir's saved evaluations."""
 
 import json
 import os
 
 import numpy as np
+
+from mixunlearn_jax.evaluation import plots
 
 REFERENCE = "retrain"
 
@@ -54,8 +56,42 @@ def markdown(results, title=""):
   return "\n".join(lines).lstrip("\n") + "\n"
 
 
-def write(workdir, results, title=""):
+def rebuild(workdir, metric_names):
+  """Writes results.json, results.md and plots/ from seed_*/eval/; returns the results."""
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = json.load(f)
+  names = ["initial", REFERENCE, *config["methods"]]
+  evals = {seed: os.path.join(workdir, f"seed_{seed}", "eval") for seed in config["seeds"]}
+  per_seed = {}
+  for seed, folder in evals.items():
+    per_seed[seed] = {}
+    for name in names:
+      with open(os.path.join(folder, f"{name}.json")) as f:
+        per_seed[seed][name] = json.load(f)
+  results = aggregate(per_seed, metric_names)
+  results.update(dataset=config["data"]["name"], setup=config["setup"])
+  title = f"{results['dataset']}, {results['setup']} setup"
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(markdown(results, title))
+  _plot(workdir, evals, names, title)
+  return results
+
+
+def _plot(workdir, evals, names, title):
+  folder = os.path.join(workdir, "plots")
+  os.makedirs(folder, exist_ok=True)
+  for seed, eval_dir in evals.items():
+    losses = {}
+    for name in names:
+      with np.load(os.path.join(eval_dir, f"{name}_losses.npz")) as f:
+        losses[name] = dict(f)
+    plots.loss_densities(losses, os.path.join(folder, f"loss_density_seed{seed}.png"),
+                         f"{title}, seed {seed}")
+    for name in names:
+      path = os.path.join(eval_dir, f"{name}_samples.npz")
+      if os.path.exists(path):
+        with np.load(path) as f:
+          plots.mixed_samples(dict(f), os.path.join(folder, f"samples_{name}_seed{seed}.png"),
+                              f"{name}, seed {seed}")

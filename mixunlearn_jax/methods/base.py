@@ -46,6 +46,9 @@ class UnlearnProgram:
   step: Callable
   num_steps: int
   classifier: Callable[[Any], dict]
+  # Optional: `samples(state, batch, initial) -> {name: array}` for the report's
+  # picture of what the method generated (MixUnlearn: its mixed images).
+  samples: Callable | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,10 +58,24 @@ def frozen_inputs(initial, batch, *, model, num_classes, label_aware, sharpen_te
   return PairInputs(x_f, x_r, mix[:batch_size], mix[batch_size:], target_f, target_r)
 
 
-def mixed_images(generator_params, inputs, lam, *, mixblock):
-  mask = mixblock.apply({"params": generator_params}, inputs.h_forget, inputs.h_remain, lam,
+def generate_mask(generator_params, inputs, lam, *, mixblock):
+  return mixblock.apply({"params": generator_params}, inputs.h_forget, inputs.h_remain, lam,
                         inputs.x_forget.shape[1:3])
+
+
+def mixed_images(generator_params, inputs, lam, *, mixblock):
+  mask = generate_mask(generator_params, inputs, lam, mixblock=mixblock)
   return models.mix_images(inputs.x_forget, inputs.x_remain, mask)
+
+
+def mixed_samples(state, batch, initial, *, model, mixblock, num_classes, label_aware, hp):
+  """The trained generator's masks and mixtures on one batch, λ drawn per pair."""
+  inputs = frozen_inputs(initial, batch, model=model, num_classes=num_classes,
+                         label_aware=label_aware, sharpen_temperature=hp.sharpen_temperature)
+  lam = sample_lambda(jax.random.key(0), hp.alpha, inputs.x_forget.shape[0], per_sample=True)
+  mask = generate_mask(state.generator, inputs, lam, mixblock=mixblock)
+  return {"x_forget": inputs.x_forget, "x_remain": inputs.x_remain, "mask": mask, "lam": lam,
+          "x_mix": models.mix_images(inputs.x_forget, inputs.x_remain, mask)}
 
 
 def l_gen(generator_params, unlearner, inputs, lam, *, model, mixblock, tau_gen):
@@ -158,12 +172,14 @@ def build(ctx: base.UnlearnContext, *, label_aware) -> base.UnlearnProgram:
   mixblock = models.MixBlock(dtype=ctx.model.dtype)
   unlearner_tx, generator_tx = optax.adam(hp.lr), optax.adam(hp.generator_lr)
   steps_per_epoch = -(-ctx.num_forget // ctx.batch_size)
-  step = functools.partial(
-      unlearn_step, model=ctx.model, mixblock=mixblock, unlearner_tx=unlearner_tx,
-      generator_tx=generator_tx, num_classes=ctx.num_classes, label_aware=label_aware, hp=hp)
+  common = dict(model=ctx.model, mixblock=mixblock, num_classes=ctx.num_classes,
+                label_aware=label_aware, hp=hp)
+  step = functools.partial(unlearn_step, unlearner_tx=unlearner_tx, generator_tx=generator_tx,
+                           **common)
   return base.UnlearnProgram(
       state=init_state(ctx, mixblock, unlearner_tx, generator_tx), step=step,
-      num_steps=hp.epochs * steps_per_epoch, classifier=lambda state: state.unlearner)
+      num_steps=hp.epochs * steps_per_epoch, classifier=lambda state: state.unlearner,
+      samples=jax.jit(functools.partial(mixed_samples, **common)))
 
 
 METHODS = (

@@ -1,0 +1,30 @@
+r"""Rebuilds results.json, results.md and the plots of a workdir, without training.
+
+  python -m mixunlearn_jax.report --workdir=runs/digits_class
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+
+from mixunlearn_jax.evaluation import metrics
+from mixunlearn_jax.evaluation import report
+
+flags.DEFINE_string("workdir", None, "A workdir whose evaluations are finished.")
+flags.mark_flag_as_required("workdir")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  with open(os.path.join(FLAGS.workdir, "config.json")) as f:
+    setup = json.load(f)["setup"]
+  report.rebuild(FLAGS.workdir, metrics.metric_names(setup))
+  print(open(os.path.join(FLAGS.workdir, "results.md")).read())
+
+
+if __name__ == "__main__":
+  app.run(main)
