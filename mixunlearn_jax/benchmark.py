@@ -1,13 +1,13 @@
 r"""Throughput of the MixUnlearn step, the supervised step and the input pipeline.
 
-  python -m mixunlearn_jax.benchmark --model=cnn --batch_size=32 --out=/tmp/bench/jax_cnn.json
+  python -m mixunlearn_jax.benchmark --model=cnn --batch_size=32 --out=runs/bench/jax_cnn.json
   python -m mixunlearn_jax.benchmark --model=resnet18 --batch_size=32 --steps=5 \
-      --out=/tmp/bench/jax_resnet18.json
+      --out=runs/bench/jax_resnet18.json
   python -m mixunlearn_jax.benchmark --nomodel_steps --input_pipeline --dataset=mnist \
-      --manual_dir=/work/shared/datasets/mnist --data_dir=/tmp/tfds \
-      --out=/tmp/bench/pipeline_mnist.json
+      --manual_dir=../shared/datasets/mnist --data_dir=runs/tfds \
+      --out=runs/bench/pipeline_mnist.json
   python -m mixunlearn_jax.benchmark --nomodel_steps --input_pipeline --dataset=cifar10 \
-      --mock_data --out=/tmp/bench/pipeline_cifar10_mock.json
+      --mock_data --out=runs/bench/pipeline_cifar10_mock.json
 
 Steps run on one fixed batch of random normal images already on the devices,
 so the numbers are the compiled programs' speed, not the input pipeline's.
@@ -26,9 +26,8 @@ step's metrics:
 Convention (`examples_per_step` in the JSON): one unlearning example is one
 (forget, remain) pair, so an unlearning step on batch size B counts B
 examples, although f_D sees 2B images and the unlearner 3B. A supervised step
-counts its B images. The input pipeline counts pairs like the unlearning step.
-(The experiment's logged unlearning throughput counts the 2B forget and
-remain images per step: twice these numbers.)
+counts its B images. The input pipeline and the experiment's logs and
+results count unlearning throughput the same way.
 
 FLOPs per step come from XLA's cost analysis of each compiled program, for a
 fraction of the accelerator's peak: `unlearn_step.flops_per_step` is the mix,

@@ -185,11 +185,18 @@ class Seed:
     return result.state.variables, result
 
   def _reused(self, stage, other_workdir):
-    """Loads a finished stage of another workdir (which must use the same split)."""
+    """Loads a finished stage of another workdir trained on the same data.
+
+    f_D only needs the same training labels (so a class-setup run can lend it
+    to a data-setup run); Retrain also needs the same forget set.
+    """
     other = os.path.join(other_workdir, f"seed_{self.seed}")
     saved = data.Split.load(os.path.join(other, "split.npz"))
-    if saved.forget.tolist() != self.split.forget.tolist():
-      raise ValueError(f"{other} used another forget set; it cannot provide {stage}.")
+    same = saved.train_labels.tolist() == self.split.train_labels.tolist()
+    if stage == "retrain":
+      same = same and saved.forget.tolist() == self.split.forget.tolist()
+    if not same:
+      raise ValueError(f"{other} trained {stage} on other data; it cannot be reused here.")
     tx = optax.adam(self.config[stage].lr)
     state = supervised.create_train_state(self.model, tx, jax.random.key(0),
                                           self.dataset.image_shape, self.mesh)

@@ -164,3 +164,28 @@ def test_mix_images_is_the_mask_weighted_sum():
   mask = np.concatenate([m0, 1 - m0], -1)
   np.testing.assert_allclose(np.asarray(models.mix_images(x_f, x_r, mask)),
                              x_f * m0 + x_r * (1 - m0), rtol=1e-6)
+
+
+# -- the convolution with canonical gradients -------------------------------------------
+
+
+@pytest.mark.parametrize("kernel,padding,strides", [
+    (5, "SAME", (1, 1)), (3, ((1, 0), (0, 2)), (1, 1)), (1, "VALID", (1, 1)), (3, "SAME", (2, 2))])
+def test_canonical_conv_matches_lax_values_and_gradients_inside_cond(kernel, padding, strides):
+  from jax import lax  # pylint: disable=g-import-not-at-top
+  from mixunlearn_jax.models import conv  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 9, 9, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 4)), jnp.float32)
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+
+  def loss(fn):
+    return lambda x, w: jnp.sum(jnp.sin(fn(x, w, strides, padding, None, None, dn)))
+
+  expected = jax.value_and_grad(loss(lax.conv_general_dilated), (0, 1))(x, w)
+  in_cond = jax.jit(lambda x, w: lax.cond(
+      True, lambda: jax.value_and_grad(loss(conv.conv_general_dilated), (0, 1))(x, w),
+      lambda: expected))
+  for got in (jax.value_and_grad(loss(conv.conv_general_dilated), (0, 1))(x, w), in_cond(x, w)):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -1,6 +1,6 @@
 r"""A seconds-long digits job for tests: one seed, a few epochs, frequent checkpoints.
 
-  python -m mixunlearn_jax.main --config=tests/tiny_config.py --workdir=/tmp/tiny
+  python -m mixunlearn_jax.main --config=tests/tiny_config.py --workdir=runs/tiny
 """
 
 from mixunlearn_jax import config as base

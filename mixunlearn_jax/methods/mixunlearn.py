@@ -169,7 +169,8 @@ def init_state(ctx, mixblock, unlearner_tx, generator_tx):
 
 def build(ctx: base.UnlearnContext, *, label_aware) -> base.UnlearnProgram:
   hp = ctx.config
-  mixblock = models.MixBlock(dtype=ctx.model.dtype)
+  mixblock = models.MixBlock(dtype=ctx.model.dtype,
+                             conv_general_dilated=getattr(ctx.model, "conv_general_dilated", None))
   unlearner_tx, generator_tx = optax.adam(hp.lr), optax.adam(hp.generator_lr)
   steps_per_epoch = -(-ctx.num_forget // ctx.batch_size)
   common = dict(model=ctx.model, mixblock=mixblock, num_classes=ctx.num_classes,

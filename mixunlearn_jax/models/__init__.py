@@ -7,8 +7,10 @@ returns `(logits, features)` with at least `features['embed']` and
 
 import functools
 
+import jax
 import jax.numpy as jnp
 
+from mixunlearn_jax.models import conv
 from mixunlearn_jax.models.cnn import CNN
 from mixunlearn_jax.models.mixblock import MixBlock, mix_images
 from mixunlearn_jax.models.resnet import ResNet, ResNet18
@@ -26,10 +28,25 @@ def names():
 
 
 def create(name, *, num_classes=10, dtype="float32", **kwargs):
-  """Builds the classifier `name` ('cnn', 'resnet18', 'vit_b16', ...)."""
+  """Builds the classifier `name` ('cnn', 'resnet18', 'vit_b16', ...).
+
+  On the CPU backend, convolutional models use `conv.conv_general_dilated`,
+  whose gradients stay fast inside `lax.cond` (see models/conv.py); pass
+  `conv_general_dilated=None` to get lax's own.
+  """
   if name not in _REGISTRY:
     raise ValueError(f"Unknown model {name!r}; known models: {', '.join(names())}.")
+  if name in CONV_MODELS:
+    kwargs.setdefault("conv_general_dilated", default_conv())
   return _REGISTRY[name](num_classes=num_classes, dtype=dtype_of(dtype), **kwargs)
+
+
+CONV_MODELS = ("cnn", "resnet18")
+
+
+def default_conv():
+  """The convolution for the current backend: ours on CPU, lax's elsewhere."""
+  return conv.conv_general_dilated if jax.default_backend() == "cpu" else None
 
 
 def dtype_of(name):

@@ -16,6 +16,7 @@ class MixBlock(nn.Module):
   two channels sum to one at every pixel (M0 weights x_f, M1 weights x_r).
   """
   dtype: Any = jnp.float32
+  conv_general_dilated: Any = None  # None: lax's (see models/conv.py)
 
   @nn.compact
   def __call__(self, feat_forget, feat_remain, lam, image_hw):
@@ -28,6 +29,7 @@ class MixBlock(nn.Module):
 
     conv = lambda features, name: nn.Conv(  # noqa: E731
         features, (1, 1), dtype=self.dtype, name=name,
+        conv_general_dilated=self.conv_general_dilated,
         kernel_init=nn.initializers.normal(0.01), bias_init=nn.initializers.zeros)
     query, key, value = conv(hidden, "query"), conv(hidden, "key"), conv(1, "value")
     flat = lambda t: t.reshape(batch, height * width, -1).astype(jnp.float32)  # noqa: E731

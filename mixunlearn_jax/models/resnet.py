@@ -37,10 +37,12 @@ class ResNet(nn.Module):
   embed_dim: int = 256
   mix_stage: int = 2  # zero-based: stage 3
   dtype: Any = jnp.float32
+  conv_general_dilated: Any = None  # None: lax's (see models/conv.py)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, padding="SAME", dtype=self.dtype,
+                             conv_general_dilated=self.conv_general_dilated)
     # PyTorch's BatchNorm momentum 0.1 is Flax's 0.9.
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=0.9, epsilon=1e-5, dtype=self.dtype)

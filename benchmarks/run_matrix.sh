@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The benchmark matrix of docs/performance.md: CNN at 28x28 and ResNet-18 at
+# 32x32, batch 32 and 128, float32 and bfloat16; JSON per run in OUT and a
+# markdown table on stdout. STEPS_RESNET keeps the slow CPU ResNet runs short.
+#
+#   benchmarks/run_matrix.sh runs/bench
+set -euo pipefail
+out=${1:-runs/bench}
+mkdir -p "$out"
+for model in cnn resnet18; do
+  steps=20; [ "$model" = resnet18 ] && steps=${STEPS_RESNET:-3}
+  for batch in 32 128; do
+    for dtype in float32 bfloat16; do
+      python -m mixunlearn_jax.benchmark --model=$model --batch_size=$batch --dtype=$dtype \
+          --steps=$steps --warmup=1 --out="$out/jax_${model}_b${batch}_${dtype}.json"
+    done
+  done
+done
+python - "$out" <<'PY'
+import glob, json, sys
+print("| model | batch | dtype | unlearn pairs/s | steps/s | generator step ms | plain step ms | train images/s |")
+print("|---|---|---|---|---|---|---|---|")
+for path in sorted(glob.glob(f"{sys.argv[1]}/jax_*.json")):
+  r = json.load(open(path)); u, t = r["unlearn_step"], r["train_step"]
+  print(f"| {r['model']} | {r['batch_size']} | {r['dtype']} | {u['examples_per_sec']:.1f} | "
+        f"{u['steps_per_sec']:.2f} | {u['generator_step_ms']:.1f} | {u['plain_step_ms']:.1f} | "
+        f"{t['examples_per_sec']:.1f} |")
+PY

@@ -1,0 +1,69 @@
+"""A convolution whose gradients are plain NHWC/HWIO convolutions.
+
+XLA:CPU rewrites the transposed convolutions of a backward pass into the
+canonical NHWC/HWIO form its fast (Eigen) kernels take, but not inside a
+`lax.cond` branch: there they run on a generic path 5-10x slower. The
+MixUnlearn generator update is such a branch (it backpropagates through the
+unlearner to the mixed image). Writing the vjp ourselves as canonical
+convolutions keeps the branch fast; the numbers match `lax.conv_general_dilated`
+(see tests/models_test.py and docs/performance.md).
+"""
+
+import functools
+
+import jax
+from jax import lax
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None):
+  """Drop-in for flax.linen.Conv's `conv_general_dilated` (2-D, NHWC/HWIO).
+
+  Stride-1, undilated, ungrouped convolutions get the canonical vjp; every
+  other case goes to `lax.conv_general_dilated` unchanged.
+  """
+  plain = (tuple(window_strides) == (1, 1) and not _dilated(lhs_dilation)
+           and not _dilated(rhs_dilation) and feature_group_count == 1 and lhs.ndim == 4)
+  if not plain:
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, precision=precision)
+  if isinstance(padding, str):  # 'SAME' / 'VALID', as Flax passes them
+    padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], (1, 1), padding)
+  return _conv(lhs, rhs, tuple(tuple(p) for p in padding), precision)
+
+
+def _dilated(dilation):
+  return dilation is not None and any(d != 1 for d in dilation)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x, w, padding, precision):
+  return lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_NHWC,
+                                  precision=precision)
+
+
+def _conv_fwd(x, w, padding, precision):
+  return _conv(x, w, padding, precision), (x, w)
+
+
+def _conv_bwd(padding, precision, residuals, dy):
+  x, w = residuals
+  (kh, kw), (h, wd) = w.shape[:2], x.shape[1:3]
+  # Input gradient: correlate dy with the spatially flipped kernel, in/out swapped.
+  w_t = jax.numpy.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+  dx_padding = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip((kh, kw), padding)]
+  dx = lax.conv_general_dilated(dy, w_t, (1, 1), dx_padding, dimension_numbers=_NHWC,
+                                precision=precision)
+  # Kernel gradient: channels of x as the batch, the batch as features, dy as
+  # the kernel: [Cin, H, W, B] * [Ho, Wo, B, Cout] -> [Cin, kh, kw, Cout].
+  oh, ow = dy.shape[1:3]
+  dw_padding = [(lo, k - 1 + size_out - size_in - lo)
+                for k, (lo, _), size_in, size_out in zip((kh, kw), padding, (h, wd), (oh, ow))]
+  dw = lax.conv_general_dilated(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), (1, 1),
+                                dw_padding, dimension_numbers=_NHWC, precision=precision)
+  return dx.astype(x.dtype), dw.transpose(1, 2, 0, 3).astype(w.dtype)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)

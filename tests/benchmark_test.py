@@ -1,0 +1,39 @@
+"""Smoke test of the benchmark: tiny settings, the JSON's keys and signs, no timings."""
+
+import json
+
+from mixunlearn_jax import benchmark
+from mixunlearn_jax import data
+
+REQUIRED = {
+    "unlearn_step": ("examples_per_sec", "steps_per_sec", "generator_step_ms", "plain_step_ms",
+                     "mix_step_ms", "flops_per_step", "generator_step_flops", "plain_step_flops"),
+    "train_step": ("examples_per_sec", "steps_per_sec", "step_ms", "flops_per_step"),
+    "input_pipeline": ("examples_per_sec", "batches_per_sec"),
+}
+
+
+def test_cnn_results_have_every_key_and_positive_numbers(tmp_path):
+  results = benchmark.run(model_name="cnn", batch_size=8, steps=2, warmup=1,
+                          dataset=data.load("digits"), pipeline_batches=3, pipeline_warmup=1,
+                          compiler_options={"xla_backend_optimization_level": 0})
+  path = tmp_path / "bench.json"
+  benchmark.write_json(results, str(path))
+  with open(path) as f:
+    loaded = json.load(f)
+
+  for key in ("device_kind", "device_count", "model", "batch_size", "dtype", "jax_version",
+              "examples_per_step", "memory"):
+    assert key in loaded, key
+  assert loaded["model"] == "cnn" and loaded["batch_size"] == 8
+  assert loaded["num_params"] == 449_098
+  assert "peak_bytes" in loaded["memory"]  # None on CPU
+  for section, keys in REQUIRED.items():
+    assert loaded[section]["examples_per_step"] == 8
+    for key in keys:
+      assert loaded[section][key] > 0, (section, key)
+  unlearn = loaded["unlearn_step"]
+  # The mix spans whole gen_intervals; the generator branch adds work.
+  assert unlearn["timed_steps"] == {"generator": 2, "plain": 2, "mix": 4}
+  assert unlearn["generator_step_flops"] > unlearn["flops_per_step"] > unlearn["plain_step_flops"]
+  assert len(benchmark.summary_lines(loaded)) == 6
