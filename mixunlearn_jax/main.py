@@ -3,14 +3,12 @@ r"""Runs the whole MixUnlearn job of a config, resuming whatever a workdir holds
   python -m mixunlearn_jax.main --config=configs/digits_class.py --workdir=runs/digits_class
 """
 
-import logging as std_logging
-
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from mixunlearn_jax import experiment
+from mixunlearn_jax.engine import loop
 
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints and results go.")
@@ -20,17 +18,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
-class _OnlyWarningsFromOrbax(std_logging.Filter):
-  """Orbax logs every checkpoint step at INFO; keep the progress lines readable."""
-
-  def filter(self, record):
-    return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_OnlyWarningsFromOrbax())
+  loop.quiet_orbax_logging()
   experiment.run(FLAGS.config, FLAGS.workdir, overwrite=FLAGS.overwrite)
 
 

@@ -17,6 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from mixunlearn_jax import experiment
+from mixunlearn_jax.engine import loop
 
 config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Folder for one workdir per run and the sweep table.")
@@ -82,6 +83,7 @@ def markdown(table):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  loop.quiet_orbax_logging()
   grids = [parse_grid(g, FLAGS.config) for g in FLAGS.grid]
   table = run_sweep(FLAGS.config, FLAGS.workdir, grids)
   with open(os.path.join(FLAGS.workdir, "sweep.json"), "w") as f:

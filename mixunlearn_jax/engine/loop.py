@@ -9,6 +9,7 @@ reports totals.
 """
 
 import dataclasses
+import logging as std_logging
 import math
 import os
 import time
@@ -20,6 +21,18 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from flax.metrics import tensorboard
+
+
+class _OnlyWarningsFromOrbax(std_logging.Filter):
+  """Orbax logs every checkpoint step at INFO; keep the progress lines readable."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_orbax_logging():
+  """Drops Orbax's INFO lines from the absl log (entry points call this once)."""
+  logging.get_absl_handler().addFilter(_OnlyWarningsFromOrbax())
 
 
 class NonFiniteLossError(RuntimeError):
