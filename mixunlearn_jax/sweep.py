@@ -4,8 +4,9 @@ r"""Hyperparameter sensitivity: one unlearning run per grid value, one table.
       --config.seeds='(0,)' --grid=unlearn.gen_interval=1,2,4,8 --grid=unlearn.alpha=0.3,0.75,1.5
 
 Each grid is swept on its own, the other fields at the config's values. The
-first run trains the initial and retrained models; every other run reuses them
-(`reuse_workdir`), so only unlearning is repeated. Writes sweep.md and
+first run trains the initial and retrained models (or takes them from the
+config's `reuse_workdir`); every other run reuses them, so only unlearning is
+repeated. Writes sweep.md and
 sweep.json in --workdir.
 """
 
@@ -48,7 +49,8 @@ def run_sweep(config, workdir, grids):
     for value in values:
       point = config.copy_and_resolve_references()
       point.unlock()
-      point.pretrain.reuse_workdir = point.retrain.reuse_workdir = base_dir
+      for stage in ("pretrain", "retrain"):  # the base may itself reuse another workdir
+        point[stage].reuse_workdir = config[stage].reuse_workdir or base_dir
       _set(point, field, value)
       point.lock()
       table[field][value] = experiment.run(point, os.path.join(workdir, f"{field}={value}"))
