@@ -24,6 +24,9 @@ def loss_densities(losses, path, title=""):
       ax.plot(grid, _density(v[part], grid), label=name)
     ax.set_xlabel("cross-entropy")
     ax.set_title(label)
+    # A log axis, so the initial model's spike at zero does not flatten the rest.
+    ax.set_yscale("log")
+    ax.set_ylim(1e-3, 1e2)  # near-zero losses give near-delta densities: clip them
   axes[0].set_ylabel("density")
   axes[1].legend(fontsize=8)
   fig.suptitle(title)
