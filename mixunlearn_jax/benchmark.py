@@ -143,21 +143,16 @@ def generator_branch_flops(model, state, pair, initial, hp, *, num_classes, labe
   gen_interval; the other branch is the identity, so a plain step costs the
   program minus this.
   """
-  mixblock, tx = models.MixBlock(dtype=model.dtype), optax.adam(hp.generator_lr)
   inputs = jax.jit(functools.partial(
       mixunlearn.frozen_inputs, model=model, num_classes=num_classes, label_aware=label_aware,
       sharpen_temperature=hp.sharpen_temperature))(initial, pair)
   lam = jax.jit(mixunlearn.sample_lambda, static_argnums=(1, 2, 3))(
       jax.random.key(0), hp.alpha, pair["forget"]["image"].shape[0], hp.per_sample_lambda)
-
-  def branch(generator, opt, unlearner, inputs, lam):
-    grads = jax.grad(mixunlearn.l_gen)(generator, unlearner, inputs, lam, model=model,
-                                       mixblock=mixblock, tau_gen=hp.tau_gen)
-    updates, opt = tx.update(grads, opt, generator)
-    return optax.apply_updates(generator, updates), opt
-
-  _, cost = compile_step(jax.jit(branch), state.generator, state.generator_opt, state.unlearner,
-                         inputs, lam, compiler_options=compiler_options)
+  branch = functools.partial(  # the step's own branch, jitted alone
+      mixunlearn.update_generator, model=model, mixblock=mixunlearn.make_mixblock(model),
+      generator_tx=optax.adam(hp.generator_lr), tau_gen=hp.tau_gen)
+  jitted = jax.jit(lambda state, inputs, lam: branch(state, inputs=inputs, lam=lam))
+  _, cost = compile_step(jitted, state, inputs, lam, compiler_options=compiler_options)
   return cost["flops"]
 
 
@@ -173,7 +168,7 @@ def unlearn_program(model, initial, hp, *, image_shape, num_classes, batch_size,
   if start_step:
     step = jax.device_put(np.asarray(start_step, state.step.dtype), parallel.replicated(mesh))
     state = state.replace(step=step)
-  return supervised.jit_step(program.step, mesh, num_frozen=1), state
+  return parallel.jit_step(program.step, mesh, num_frozen=1), state
 
 
 def bench_unlearn(model, initial, pair, *, image_shape, num_classes, batch_size, mesh,
@@ -225,7 +220,7 @@ def bench_train(model, batch, *, image_shape, batch_size, mesh, seed, steps, war
   """The supervised step of pretraining and retraining (Adam, cross-entropy)."""
   tx = optax.adam(1e-3)
   state = supervised.create_train_state(model, tx, jax.random.key(seed), image_shape, mesh)
-  jitted = supervised.jit_step(supervised.train_step, mesh, model=model, tx=tx)
+  jitted = parallel.jit_step(supervised.train_step, mesh, model=model, tx=tx)
   compiled, cost = compile_step(jitted, state, batch, compiler_options=compiler_options)
   _, seconds = time_steps(compiled, state, (batch,), warmup=warmup, steps=steps)
   step_s = statistics.median(seconds)

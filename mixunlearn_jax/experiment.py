@@ -177,7 +177,7 @@ class Seed:
     num_steps = section.epochs * data.steps_per_epoch(len(indices), batch_size)
     result = self._stage(
         stage, state=state, num_steps=num_steps, examples_per_step=batch_size,
-        step_fn=supervised.jit_step(supervised.train_step, self.mesh, model=self.model, tx=tx),
+        step_fn=parallel.jit_step(supervised.train_step, self.mesh, model=self.model, tx=tx),
         batches=self._device_batches(
             data.train_pipeline, images=self.dataset.train_images,
             labels=self.split.train_labels, indices=indices, batch_size=batch_size,
@@ -213,7 +213,7 @@ class Seed:
         config=self.config[method.config_key], seed=derive_seed(self.seed, name),
         mesh=self.mesh, run_stage=self._stage)
     program = method.build(ctx)
-    step = supervised.jit_step(program.step, self.mesh, num_frozen=1)
+    step = parallel.jit_step(program.step, self.mesh, num_frozen=1)
     batches = self._device_batches(
         data.paired_pipeline, images=self.dataset.train_images, labels=self.split.train_labels,
         forget=self.split.forget, remain=self.split.remain, batch_size=self.config.batch_size,

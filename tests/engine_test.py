@@ -92,7 +92,7 @@ def test_generator_moves_only_every_gen_interval_steps_and_f_d_never():
   program, initial, mesh = tiny_program(gen_interval=3)
   initial_copy = jax.tree.map(np.array, initial)
   traced = chex.assert_max_traces(lambda s, b, i: program.step(s, b, i), n=1)
-  step = supervised.jit_step(traced, mesh, num_frozen=1)
+  step = parallel.jit_step(traced, mesh, num_frozen=1)
   state = program.state
   for i in range(7):
     before = jax.tree.map(np.array, (state.generator, state.unlearner))
@@ -111,7 +111,7 @@ def test_supervised_step_compiles_once():
   state = supervised.create_train_state(model, tx, jax.random.key(0), (8, 8, 1), mesh)
   traced = chex.assert_max_traces(lambda s, b: supervised.train_step(s, b, model=model, tx=tx),
                                   n=1)
-  step = supervised.jit_step(traced, mesh)
+  step = parallel.jit_step(traced, mesh)
   for i in range(4):
     batch = paired_batch(i)["forget"]
     state, metrics = step(state, jax.device_put(batch, parallel.data_sharded(mesh)))

@@ -27,7 +27,7 @@ batches = [{side: {"image": rng.normal(size=(8, 8, 8, 1)).astype(np.float32),
 out = {"devices": jax.device_count(), "train": [], "unlearn": []}
 tx = optax.adam(1e-3)
 state = supervised.create_train_state(model, tx, jax.random.key(0), (8, 8, 1), mesh)
-step = supervised.jit_step(supervised.train_step, mesh, model=model, tx=tx)
+step = parallel.jit_step(supervised.train_step, mesh, model=model, tx=tx)
 for b in batches:
   state, m = step(state, put(b["forget"]))
   out["train"].append(float(m["loss"]))
@@ -37,7 +37,7 @@ ctx = methods.UnlearnContext(model=model, initial=state.variables, image_shape=(
     num_classes=10, num_forget=40, num_remain=100, batch_size=8, config=hp, seed=0,
     mesh=mesh, run_stage=None)
 program = methods.get("mixunlearn_agnostic").build(ctx)
-ustep = supervised.jit_step(program.step, mesh, num_frozen=1)
+ustep = parallel.jit_step(program.step, mesh, num_frozen=1)
 initial = state.variables
 ustate = program.state
 for b in batches:

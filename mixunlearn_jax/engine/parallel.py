@@ -1,6 +1,7 @@
 """Data parallelism: one ('data',) mesh, batches sharded, state replicated."""
 
 import collections
+import functools
 import itertools
 import os
 
@@ -62,3 +63,15 @@ def device_prefetch(batches, sharding, size=2):
   while queue:
     yield queue.popleft()
     enqueue(1)
+
+
+def jit_step(step, mesh, num_frozen=0, **static):
+  """jit over the mesh: state replicated and donated, batch sharded along 'data'.
+
+  `num_frozen` trailing arguments (e.g. the frozen initial model) are
+  replicated and passed as arguments, not baked into the program as constants.
+  """
+  state_sharding = replicated(mesh)
+  return jax.jit(functools.partial(step, **static),
+                 in_shardings=(state_sharding, data_sharded(mesh)) + (state_sharding,) * num_frozen,
+                 out_shardings=state_sharding, donate_argnums=0)

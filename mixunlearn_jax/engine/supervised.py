@@ -1,6 +1,5 @@
 """Supervised training of the initial model f_D and the retrained f_{D_r}."""
 
-import functools
 from typing import Any
 
 import flax
@@ -57,15 +56,3 @@ def train_step(state, batch, *, model, tx):
   state = TrainState(state.step + 1, optax.apply_updates(state.params, updates), batch_stats,
                      opt_state)
   return state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(grads)}
-
-
-def jit_step(step, mesh, num_frozen=0, **static):
-  """jit over the mesh: state replicated and donated, batch sharded along 'data'.
-
-  `num_frozen` trailing arguments (e.g. the frozen initial model) are
-  replicated and passed as arguments, not baked into the program as constants.
-  """
-  replicated = parallel.replicated(mesh)
-  return jax.jit(functools.partial(step, **static),
-                 in_shardings=(replicated, parallel.data_sharded(mesh)) + (replicated,) * num_frozen,
-                 out_shardings=replicated, donate_argnums=0)

@@ -113,6 +113,21 @@ def sample_lambda(key, alpha, batch_size, per_sample):
   return jax.random.beta(key, alpha, alpha, (batch_size,) if per_sample else ())
 
 
+def update_generator(state, *, inputs, lam, model, mixblock, generator_tx, tau_gen):
+  """The generator branch: one Adam step of the MixBlock on L_gen."""
+  loss, grads = jax.value_and_grad(l_gen)(state.generator, state.unlearner, inputs, lam,
+                                          model=model, mixblock=mixblock, tau_gen=tau_gen)
+  updates, opt = generator_tx.update(grads, state.generator_opt, state.generator)
+  return state.replace(generator=optax.apply_updates(state.generator, updates),
+                       generator_opt=opt, l_gen=loss)
+
+
+def make_mixblock(model):
+  """The generator for `model`: same compute dtype and convolution."""
+  return models.MixBlock(dtype=model.dtype,
+                         conv_general_dilated=getattr(model, "conv_general_dilated", None))
+
+
 def unlearn_step(state, batch, initial, *, model, mixblock, unlearner_tx, generator_tx,
                  num_classes, label_aware, hp):
   """One MixUnlearn step; `hp` is the method's config section (static)."""
@@ -124,15 +139,11 @@ def unlearn_step(state, batch, initial, *, model, mixblock, unlearner_tx, genera
   lam_gen = sample_lambda(key_gen, hp.alpha, batch_size, hp.per_sample_lambda)
   lam_mix = sample_lambda(key_mix, hp.alpha, batch_size, hp.per_sample_lambda)
 
-  def update_generator(state):
-    loss, grads = jax.value_and_grad(l_gen)(
-        state.generator, state.unlearner, inputs, lam_gen, model=model, mixblock=mixblock,
-        tau_gen=hp.tau_gen)
-    updates, opt = generator_tx.update(grads, state.generator_opt, state.generator)
-    return state.replace(generator=optax.apply_updates(state.generator, updates),
-                         generator_opt=opt, l_gen=loss)
-
-  state = jax.lax.cond(state.step % hp.gen_interval == 0, update_generator, lambda s: s, state)
+  state = jax.lax.cond(
+      state.step % hp.gen_interval == 0,
+      functools.partial(update_generator, inputs=inputs, lam=lam_gen, model=model,
+                        mixblock=mixblock, generator_tx=generator_tx, tau_gen=hp.tau_gen),
+      lambda s: s, state)
 
   (loss, aux), grads = jax.value_and_grad(unlearner_losses, has_aux=True)(
       state.unlearner["params"], state.unlearner["batch_stats"], state.generator, inputs, lam_mix,
@@ -169,8 +180,7 @@ def init_state(ctx, mixblock, unlearner_tx, generator_tx):
 
 def build(ctx: base.UnlearnContext, *, label_aware) -> base.UnlearnProgram:
   hp = ctx.config
-  mixblock = models.MixBlock(dtype=ctx.model.dtype,
-                             conv_general_dilated=getattr(ctx.model, "conv_general_dilated", None))
+  mixblock = make_mixblock(ctx.model)
   unlearner_tx, generator_tx = optax.adam(hp.lr), optax.adam(hp.generator_lr)
   steps_per_epoch = -(-ctx.num_forget // ctx.batch_size)
   common = dict(model=ctx.model, mixblock=mixblock, num_classes=ctx.num_classes,
