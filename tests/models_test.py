@@ -189,3 +189,13 @@ def test_canonical_conv_matches_lax_values_and_gradients_inside_cond(kernel, pad
   for got in (jax.value_and_grad(loss(conv.conv_general_dilated), (0, 1))(x, w), in_cond(x, w)):
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 28, 28, 4), (2, 7, 9, 3)])
+def test_cnn_max_pool_matches_reduce_window_values_and_gradients(shape):
+  from mixunlearn_jax.models import cnn  # pylint: disable=g-import-not-at-top
+  x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)  # no ties
+  ours = lambda x: jnp.sum(jnp.sin(cnn.max_pool(x, 2)))  # noqa: E731
+  flax_pool = lambda x: jnp.sum(jnp.sin(flax.linen.max_pool(x, (2, 2), (2, 2))))  # noqa: E731
+  np.testing.assert_allclose(cnn.max_pool(x, 2), flax.linen.max_pool(x, (2, 2), (2, 2)))
+  np.testing.assert_allclose(jax.grad(ours)(x), jax.grad(flax_pool)(x), rtol=1e-6)
