@@ -241,13 +241,14 @@ class Seed:
       return
     variables, result = train()
     train_probs, test_probs = self._probs(variables)
-    record = {"metrics": metrics.evaluate(
+    scores, attack = metrics.evaluate(
         train_probs, test_probs, setup=self.config.setup, split=self.split,
         test_labels=self.dataset.test_labels, forget_class=self.config.forget_class,
         attack_sets=metrics.AttackSets.make(self.split.forget, self.split.remain,
                                             len(self.dataset.test_labels), self.seed),
-        seed=self.seed, trees=self.config.asr.trees),
-              "seconds": result.seconds, "examples_per_sec": result.examples_per_sec}
+        seed=self.seed, trees=self.config.asr.trees)
+    record = {"metrics": scores, "attack": attack, "seconds": result.seconds,
+              "examples_per_sec": result.examples_per_sec}
     logging.info("seed %d / %s: %s", self.seed, name,
                  ", ".join(f"{k}={v:.2f}" for k, v in record["metrics"].items()))
     self._save(f"{name}_losses.npz", {

@@ -52,17 +52,23 @@ def sorted_rows(n, confident, rng):
   return np.concatenate([top[:, None], rest], axis=1)
 
 
-def test_attack_success_rate_separates_members_from_nonmembers():
+def test_membership_attack_separates_members_from_nonmembers():
   rng = np.random.default_rng(0)
   # Training outputs are confident, test outputs are not; D_f = training rows 0..99.
   train_probs, test_probs = sorted_rows(600, True, rng), sorted_rows(400, False, rng)
   sets = metrics.AttackSets.make(np.arange(100), np.arange(100, 600), 400, seed=0)
-  memorised = metrics.attack_success_rate(train_probs, test_probs, sets, seed=0)
+  memorised = metrics.membership_attack(train_probs, test_probs, sets, seed=0)
   forgotten_train = train_probs.copy()
   forgotten_train[:100] = sorted_rows(100, False, rng)  # D_f now looks unseen
-  forgotten = metrics.attack_success_rate(forgotten_train, test_probs, sets, seed=0)
-  assert memorised > 90 and forgotten < 60
-  assert memorised == metrics.attack_success_rate(train_probs, test_probs, sets, seed=0)
+  forgotten = metrics.membership_attack(forgotten_train, test_probs, sets, seed=0)
+  assert memorised["ASR"] > 90 and forgotten["ASR"] < 60
+  # Only the D_f side changed, and ASR is the mean of the two sides.
+  assert memorised["forget_as_member"] > 90 and forgotten["forget_as_member"] < 20
+  assert forgotten["heldout_as_nonmember"] == memorised["heldout_as_nonmember"]
+  for attack in (memorised, forgotten):
+    assert attack["ASR"] == pytest.approx(
+        (attack["forget_as_member"] + attack["heldout_as_nonmember"]) / 2)
+  assert memorised == metrics.membership_attack(train_probs, test_probs, sets, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -73,27 +73,34 @@ class AttackSets:
     return cls(np.sort(members), np.arange(half), heldout, scored)
 
 
-def attack_success_rate(train_probs, test_probs, sets: AttackSets, *, seed, trees=100):
-  """ASR in percent: a gradient-boosted-trees attacker on sorted softmax vectors.
+def membership_attack(train_probs, test_probs, sets: AttackSets, *, seed, trees=100):
+  """The membership-inference attack (spec §6): ASR and its two sides, in percent.
 
-  Fitted on members (label 1) vs non-members (label 0), it is scored on D_f
-  (label 1) together with an equal number of held-out test samples (label 0).
+  A gradient-boosted-trees attacker on sorted softmax vectors is fitted on
+  members (label 1) vs non-members (label 0) and scored on D_f (label 1)
+  together with as many held-out test samples (label 0). The two sets are the
+  same size, so ASR is the mean of `forget_as_member` (D_f called a member)
+  and `heldout_as_nonmember` (held-out test samples called non-members); the
+  two tell which side moves a model's ASR away from Retrain's.
   """
   features = lambda p: -np.sort(-p, axis=-1)  # noqa: E731 (descending)
   x_fit = np.concatenate([features(train_probs[sets.members]), features(test_probs[sets.nonmembers])])
   y_fit = np.concatenate([np.ones(len(sets.members)), np.zeros(len(sets.nonmembers))])
   attacker = ensemble.HistGradientBoostingClassifier(max_iter=trees, early_stopping=False,
                                                      random_state=seed).fit(x_fit, y_fit)
-  x_eval = np.concatenate([features(train_probs[sets.forget]), features(test_probs[sets.heldout])])
-  y_eval = np.concatenate([np.ones(len(sets.forget)), np.zeros(len(sets.heldout))])
-  return 100.0 * float(np.mean(attacker.predict(x_eval) == y_eval))
+  forget_member = attacker.predict(features(train_probs[sets.forget])) == 1
+  heldout_member = attacker.predict(features(test_probs[sets.heldout])) == 1
+  correct = np.concatenate([forget_member, ~heldout_member])
+  return {"ASR": 100.0 * float(np.mean(correct)),
+          "forget_as_member": 100.0 * float(np.mean(forget_member)),
+          "heldout_as_nonmember": 100.0 * float(np.mean(~heldout_member))}
 
 
 def evaluate(train_probs, test_probs, *, setup, split, test_labels, forget_class, attack_sets, seed,
              trees=100):
-  """All metrics of `setup` for one model, from its softmax outputs."""
-  results = {"ASR": attack_success_rate(train_probs, test_probs, attack_sets, seed=seed,
-                                        trees=trees)}
+  """(metrics of `setup`, the attack's breakdown) for one model, from its softmax outputs."""
+  attack = membership_attack(train_probs, test_probs, attack_sets, seed=seed, trees=trees)
+  results = {"ASR": attack["ASR"]}
   if setup == "class":
     forgotten = test_labels == forget_class
     results["Test_r"] = accuracy(test_probs[~forgotten], test_labels[~forgotten])
@@ -103,4 +110,4 @@ def evaluate(train_probs, test_probs, *, setup, split, test_labels, forget_class
     results["Train_r"] = accuracy(train_probs[split.remain], labels[split.remain])
     results["Train_f"] = accuracy(train_probs[split.forget], labels[split.forget])
     results["Test"] = accuracy(test_probs, test_labels)
-  return {name: results[name] for name in metric_names(setup)}
+  return {name: results[name] for name in metric_names(setup)}, attack
