@@ -34,11 +34,23 @@ fraction of the accelerator's peak: `unlearn_step.flops_per_step` is the mix,
 plain-step FLOPs plus the generator branch's divided by the interval. Peak memory from the device's
 `memory_stats()` (None on CPU, where each program's temporary buffer size from
 `memory_analysis()` is still reported).
+
+With `--profile_dir`, the mixed program's timed steps run under
+`jax.profiler.trace` (so they include the profiler's overhead): the trace
+(TensorBoard and Perfetto formats) lands in that folder, and the JSON's
+`unlearn_step.profile` lists the costliest XLA operations per step with the
+JAX source op each one was compiled from, e.g. `transpose(jvp(CNN))/Conv_1/
+conv_general_dilated` for a kernel gradient.
 """
 
+import collections
+import contextlib
 import functools
+import glob
+import gzip
 import json
 import os
+import re
 import statistics
 import time
 from unittest import mock
@@ -84,6 +96,7 @@ flags.DEFINE_bool("mock_data", False,
                   "dataset, for timing the pipeline without network or prepared files.")
 flags.DEFINE_integer("pipeline_batches", 300, "Timed pipeline batches.")
 flags.DEFINE_integer("pipeline_warmup", 10, "Untimed pipeline batches before timing.")
+flags.DEFINE_string("profile_dir", None, "Trace the mixed unlearning steps into this folder.")
 FLAGS = flags.FLAGS
 
 
@@ -172,7 +185,7 @@ def unlearn_program(model, initial, hp, *, image_shape, num_classes, batch_size,
 
 
 def bench_unlearn(model, initial, pair, *, image_shape, num_classes, batch_size, mesh,
-                  label_aware, seed, steps, warmup, compiler_options=None):
+                  label_aware, seed, steps, warmup, compiler_options=None, profile_dir=None):
   """Generator-only, plain-only and mixed unlearning steps (see the module doc)."""
   hp = config_lib.base_config().unlearn
   interval = hp.gen_interval
@@ -193,8 +206,13 @@ def bench_unlearn(model, initial, pair, *, image_shape, num_classes, batch_size,
       branch_flops = generator_branch_flops(model, state, pair, initial, hp,
                                             num_classes=num_classes, label_aware=label_aware,
                                             compiler_options=compiler_options)
-    _, seconds[name] = time_steps(compiled, state, (pair, initial), warmup=warmup,
-                                  steps=num_steps)
+    profiled = profile_dir and name == "mix"
+    with jax.profiler.trace(profile_dir, create_perfetto_trace=True) if profiled \
+        else contextlib.nullcontext():
+      _, seconds[name] = time_steps(compiled, state, (pair, initial), warmup=warmup,
+                                    steps=num_steps)
+    if profiled:
+      profile = top_operations(profile_dir, compiled.as_text(), num_steps)
   mix_s = statistics.mean(seconds["mix"])
   program_flops = programs["mix"]["flops"]
   plain_flops = None if program_flops is None else program_flops - branch_flops
@@ -212,7 +230,31 @@ def bench_unlearn(model, initial, pair, *, image_shape, num_classes, batch_size,
       "generator_branch_flops": branch_flops,
       "flops_per_step": None if plain_flops is None else plain_flops + branch_flops / interval,
       "programs": programs,
+      **({"profile": profile} if profile_dir else {}),
   }
+
+
+def top_operations(trace_dir, hlo_text, num_steps, count=20):
+  """The `count` costliest XLA operations in the newest Perfetto trace of `trace_dir`.
+
+  Each entry: the HLO instruction, its result shape, the JAX op it was
+  compiled from (from the HLO's metadata) and its milliseconds per step. A
+  `cond` entry spans the operations of the branch it ran.
+  """
+  sources = {}
+  for match in re.finditer(r'%?([\w.\-]+) = (\S+) [^\n]*?op_name="([^"]+)"', hlo_text):
+    sources[match.group(1)] = (match.group(2), match.group(3))
+  path = max(glob.glob(os.path.join(trace_dir, "**", "*perfetto_trace.json.gz"), recursive=True),
+             key=os.path.getmtime)
+  with gzip.open(path) as f:
+    events = json.load(f)
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  micros = collections.Counter()
+  for event in events:
+    if event.get("ph") == "X" and event.get("name") in sources:
+      micros[event["name"]] += event.get("dur", 0)
+  return [{"op": name, "shape": sources[name][0], "source": sources[name][1],
+           "ms_per_step": us / 1e3 / num_steps} for name, us in micros.most_common(count)]
 
 
 def bench_train(model, batch, *, image_shape, batch_size, mesh, seed, steps, warmup,
@@ -277,7 +319,7 @@ def peak_memory():
 
 def run(*, model_name="cnn", batch_size=32, dtype="float32", steps=20, warmup=3, image_size=0,
         num_classes=10, label_aware=False, seed=0, model_steps=True, dataset=None,
-        pipeline_batches=300, pipeline_warmup=10, compiler_options=None):
+        pipeline_batches=300, pipeline_warmup=10, compiler_options=None, profile_dir=None):
   """All measurements as one JSON-ready dict; `dataset` (a data.Dataset) adds the pipeline.
 
   `compiler_options` go to every XLA compilation (tests lower the backend's
@@ -302,7 +344,7 @@ def run(*, model_name="cnn", batch_size=32, dtype="float32", steps=20, warmup=3,
     results["unlearn_step"] = bench_unlearn(
         model, initial, pair, image_shape=image_shape, num_classes=num_classes,
         batch_size=batch_size, mesh=mesh, label_aware=label_aware, seed=seed, steps=steps,
-        warmup=warmup, compiler_options=compiler_options)
+        warmup=warmup, compiler_options=compiler_options, profile_dir=profile_dir)
     results["train_step"] = bench_train(model, batch, image_shape=image_shape,
                                         batch_size=batch_size, mesh=mesh, seed=seed,
                                         steps=steps, warmup=warmup,
@@ -363,7 +405,8 @@ def main(argv):
                 steps=FLAGS.steps, warmup=FLAGS.warmup, image_size=FLAGS.image_size,
                 num_classes=FLAGS.num_classes, label_aware=FLAGS.label_aware, seed=FLAGS.seed,
                 model_steps=FLAGS.model_steps, dataset=dataset,
-                pipeline_batches=FLAGS.pipeline_batches, pipeline_warmup=FLAGS.pipeline_warmup)
+                pipeline_batches=FLAGS.pipeline_batches, pipeline_warmup=FLAGS.pipeline_warmup,
+                profile_dir=FLAGS.profile_dir)
   for line in summary_lines(results):
     print(line, flush=True)
   if FLAGS.out and jax.process_index() == 0:

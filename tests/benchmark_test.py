@@ -16,7 +16,8 @@ REQUIRED = {
 def test_cnn_results_have_every_key_and_positive_numbers(tmp_path):
   results = benchmark.run(model_name="cnn", batch_size=8, steps=2, warmup=1,
                           dataset=data.load("digits"), pipeline_batches=3, pipeline_warmup=1,
-                          compiler_options={"xla_backend_optimization_level": 0})
+                          compiler_options={"xla_backend_optimization_level": 0},
+                          profile_dir=str(tmp_path / "trace"))
   path = tmp_path / "bench.json"
   benchmark.write_json(results, str(path))
   with open(path) as f:
@@ -37,3 +38,7 @@ def test_cnn_results_have_every_key_and_positive_numbers(tmp_path):
   assert unlearn["timed_steps"] == {"generator": 2, "plain": 2, "mix": 4}
   assert unlearn["generator_step_flops"] > unlearn["flops_per_step"] > unlearn["plain_step_flops"]
   assert len(benchmark.summary_lines(loaded)) == 6
+  # The profile names XLA operations with the model code they came from.
+  profile = unlearn["profile"]
+  assert profile and all(entry["ms_per_step"] > 0 for entry in profile)
+  assert any("Conv_0/conv_general_dilated" in entry["source"] for entry in profile)
