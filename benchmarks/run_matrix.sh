@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The benchmark matrix of docs/performance.md: CNN at 28x28 and ResNet-18 at
 # 32x32, batch 32 and 128, float32 and bfloat16; JSON per run in OUT and a
-# markdown table on stdout. STEPS_RESNET keeps the slow CPU ResNet runs short.
+# markdown table on stdout. STEPS_RESNET keeps the slow CPU ResNet runs short;
+# MODELS picks the models.
 #
 #   benchmarks/run_matrix.sh runs/bench
+#   MODELS=cnn benchmarks/run_matrix.sh runs/bench
 set -euo pipefail
 out=${1:-runs/bench}
 mkdir -p "$out"
-for model in cnn resnet18; do
+for model in ${MODELS:-cnn resnet18}; do
   steps=20; [ "$model" = resnet18 ] && steps=${STEPS_RESNET:-3}
   for batch in 32 128; do
     for dtype in float32 bfloat16; do
