@@ -1,5 +1,6 @@
 """Datasets, unlearning splits and input pipelines (mock tfds data and real MNIST)."""
 
+import gzip
 import os
 import time
 
@@ -16,6 +17,7 @@ from mixunlearn_jax.engine import parallel
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_DIR = os.environ.get("MIXUNLEARN_MNIST_DIR",
                            os.path.join(REPO, "..", "shared", "datasets", "mnist"))
+FASHION_MNIST_DIR = os.path.join(os.path.dirname(MNIST_DIR), "fashion_mnist")
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 # Training-set class counts of MNIST (a known property of the dataset).
@@ -41,15 +43,24 @@ def mock(tmp_path_factory):
   return loaded
 
 
-@pytest.fixture(scope="module")
-def mnist(tmp_path_factory):
-  """Real MNIST, prepared offline from the raw .gz files (about 20 s)."""
-  missing = [f for f in MNIST_FILES if not os.path.isfile(os.path.join(MNIST_DIR, f))]
+def _require_raw_files(folder):
+  missing = [f for f in MNIST_FILES if not os.path.isfile(os.path.join(folder, f))]
   if missing:
-    pytest.fail(f"Real MNIST raw files {missing} are missing from {MNIST_DIR!r}. Put the four "
-                f"MNIST .gz files there or point MIXUNLEARN_MNIST_DIR at a folder holding them.")
-  data_dir = str(tmp_path_factory.mktemp("tfds_mnist"))
-  return datasets.load("mnist", data_dir=data_dir, manual_dir=MNIST_DIR, download=False)
+    pytest.fail(f"Raw files {missing} are missing from {folder!r}. Put the four .gz files "
+                "there or point MIXUNLEARN_MNIST_DIR at the MNIST folder beside a "
+                "fashion_mnist one.")
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="module")
+def mnist(tfds_dir):
+  """Real MNIST, prepared offline from the raw .gz files (about 20 s)."""
+  _require_raw_files(MNIST_DIR)
+  return datasets.load("mnist", data_dir=tfds_dir, manual_dir=MNIST_DIR, download=False)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -272,6 +283,19 @@ def test_mnist_sizes_and_statistics(mnist):
   scaled = mnist.train_images / 255.0
   assert abs(scaled.mean() - mnist.mean[0]) < 1e-3
   assert abs(scaled.std() - mnist.std[0]) < 1e-3
+
+
+def test_fashion_mnist_prepared_beside_mnist_is_fashion_mnist(mnist, tfds_dir):
+  # Same raw file names as MNIST, same tfds data dir: it must not reuse MNIST's files.
+  _require_raw_files(FASHION_MNIST_DIR)
+  fashion = datasets.load("fashion_mnist", data_dir=tfds_dir, manual_dir=FASHION_MNIST_DIR,
+                          download=False)
+  with gzip.open(os.path.join(FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz")) as f:
+    raw = np.frombuffer(f.read()[16:], np.uint8)  # idx3 header: 16 bytes
+  assert fashion.train_images.mean() == pytest.approx(raw.mean())
+  assert fashion.train_images.mean() != pytest.approx(mnist.train_images.mean())
+  # A known property of Fashion-MNIST: exactly 6,000 training images per class.
+  np.testing.assert_array_equal(np.bincount(fashion.train_labels), [6000] * 10)
 
 
 def test_mnist_class_split(mnist):

@@ -109,8 +109,13 @@ def prepare(builder, *, manual_dir, download):
         f"into {where} and pass --config.data.manual_dir={where} (missing: "
         f"{', '.join(missing) or 'none'}); the files are checked against tfds' sha256 sums.")
   logging.info("Preparing %s in %s (manual dir %s).", builder.name, builder.data_dir, manual_dir)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=manual_dir, try_download_gcs=False))
+  # tfds extracts raw files to <download_dir>/extracted/GZIP.<file name>, and
+  # MNIST and Fashion-MNIST share file names: with one shared download dir,
+  # the second dataset would be built from the first one's extracted files.
+  builder.download_and_prepare(
+      download_dir=os.path.join(builder.data_dir_root, "downloads", builder.name),
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir,
+                                                   try_download_gcs=False))
 
 
 def _reachable(url_infos, timeout=3.0):
