@@ -139,6 +139,18 @@ def test_non_finite_loss_stops_with_stage_and_step_and_keeps_last_good_checkpoin
   assert float(restored.state["w"]) == 6.0  # the checkpoint of step 6, before the NaN
 
 
+def test_a_reused_stage_reports_the_time_its_own_run_reported(tmp_path):
+  state = {"w": jnp.zeros(())}
+  trained = loop.run_stage(name="x", directory=str(tmp_path), state=state,
+                           step_fn=lambda s, b: ({"w": s["w"] + 1}, {"loss": s["w"]}),
+                           batches=lambda start: iter(range(start, 5)), num_steps=5,
+                           examples_per_step=2, checkpoint_every=2, log_every=100)
+  reused = loop.restore_finished(str(tmp_path), state)
+  assert float(reused.state["w"]) == 5.0
+  assert trained.seconds > 0 and reused.seconds == trained.seconds
+  assert reused.examples_per_sec == pytest.approx(trained.examples_per_sec)
+
+
 # -- the CLI ----------------------------------------------------------------------------
 
 

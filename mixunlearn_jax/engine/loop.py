@@ -80,6 +80,7 @@ def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[i
 
   writer = tensorboard.SummaryWriter(directory) if write_summaries else None
   timer = _Timer(start)
+  elapsed = 0.0
   try:
     step = start
     for batch in batches(start):
@@ -92,7 +93,10 @@ def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[i
         if at_log or step == num_steps:
           _log(name, step, num_steps, scalars, timer, examples_per_step, writer)
       if at_save or step == num_steps:
-        meta = {"step": step, "num_steps": num_steps, "seconds": seconds + timer.elapsed,
+        # The stage's time is its steps' time up to the last save, the same
+        # number a run that later reuses this stage reads from the checkpoint.
+        elapsed = timer.elapsed
+        meta = {"step": step, "num_steps": num_steps, "seconds": seconds + elapsed,
                 "examples_per_step": examples_per_step}
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
@@ -103,8 +107,8 @@ def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[i
     manager.close()
     if writer:
       writer.close()
-  seconds += timer.elapsed
-  return StageResult(state, seconds, _throughput(num_steps - start, examples_per_step, timer.elapsed))
+  return StageResult(state, seconds + elapsed, _throughput(num_steps - start, examples_per_step,
+                                                          elapsed))
 
 
 def restore_finished(directory, state) -> StageResult:
