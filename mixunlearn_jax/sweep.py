@@ -6,8 +6,7 @@ r"""Hyperparameter sensitivity: one unlearning run per grid value, one table.
 Each grid is swept on its own, the other fields at the config's values. The
 first run trains the initial and retrained models (or takes them from the
 config's `reuse_workdir`); every other run reuses them, so only unlearning is
-repeated. Writes sweep.md and
-sweep.json in --workdir.
+repeated. Writes sweep.md and sweep.json in --workdir.
 """
 
 import json
