@@ -4,7 +4,8 @@
     experiment.run(config.base_config(), "runs/demo")
 
 Layout of a workdir:
-    config.json                       the resolved config (a rerun must match it)
+    config.json                       the resolved config (a rerun must match it,
+                                      except for the seeds)
     seed_<s>/split.npz                forget/remain indices and training labels
     seed_<s>/<stage>/checkpoints/     Orbax checkpoints (pretrain, retrain,
                                       unlearn_<method>) and TensorBoard events
@@ -72,23 +73,31 @@ def validate(config):
 
 
 def prepare_workdir(config, workdir, overwrite):
-  """Refuses a workdir that holds a run of another config, unless `overwrite`."""
+  """Refuses a workdir that holds a run of another config, unless `overwrite`.
+
+  `seeds` may differ: every seed has its own folder, so a rerun with more
+  seeds extends a run, and one process per seed may share a workdir (a last
+  run with all the seeds then finds every stage done and writes the table).
+  """
   path = os.path.join(workdir, "config.json")
   resolved = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
     with open(path) as f:
       previous = json.load(f)
-    if previous != resolved:
+    changed = sorted(set(_diff(previous, resolved)) - {"seeds"})
+    if changed:
       if not overwrite:
-        changed = sorted(_diff(previous, resolved))
         raise ValueError(f"{workdir} holds a run of another config (differs in {changed}). "
                          "Use another --workdir, or pass --overwrite to delete that run.")
       if jax.process_index() == 0:
         shutil.rmtree(workdir)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
+    # Written whole and renamed, so that processes sharing the workdir never
+    # read a half-written file.
+    with open(f"{path}.{os.getpid()}.tmp", "w") as f:
       json.dump(resolved, f, indent=2)
+    os.replace(f"{path}.{os.getpid()}.tmp", path)
 
 
 def _diff(a, b, prefix=""):

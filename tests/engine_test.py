@@ -63,6 +63,21 @@ def test_rerun_resumes_to_identical_results_and_refuses_another_config(tiny_run)
     experiment.run(other, workdir)
 
 
+def test_a_workdir_takes_more_seeds_but_no_other_change(tmp_path):
+  workdir = str(tmp_path)
+  one_seed = tiny_config.get_config()
+  experiment.prepare_workdir(one_seed, workdir, overwrite=False)
+  more_seeds = tiny_config.get_config()
+  more_seeds.seeds = (0, 1, 2)
+  experiment.prepare_workdir(more_seeds, workdir, overwrite=False)
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["seeds"] == [0, 1, 2]
+  assert os.listdir(workdir) == ["config.json"]
+  more_seeds.unlearn.alpha = 0.3
+  with pytest.raises(ValueError, match=r"\['unlearn.alpha'\]"):
+    experiment.prepare_workdir(more_seeds, workdir, overwrite=False)
+
+
 # -- the MixUnlearn step -----------------------------------------------------------
 
 

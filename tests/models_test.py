@@ -199,3 +199,14 @@ def test_cnn_max_pool_matches_reduce_window_values_and_gradients(shape):
   flax_pool = lambda x: jnp.sum(jnp.sin(flax.linen.max_pool(x, (2, 2), (2, 2))))  # noqa: E731
   np.testing.assert_allclose(cnn.max_pool(x, 2), flax.linen.max_pool(x, (2, 2), (2, 2)))
   np.testing.assert_allclose(jax.grad(ours)(x), jax.grad(flax_pool)(x), rtol=1e-6)
+
+
+def test_cpu_convolutions_and_their_gradients_bypass_ynnpack():
+  # The package sets this XLA flag on import (see mixunlearn_jax/__init__.py);
+  # without it XLA:CPU compiles each of these convolutions to a `ynn_fusion`.
+  x, w = jnp.ones((8, 16, 16, 32)), jnp.ones((3, 3, 32, 32))
+  loss = lambda x, w: jnp.sum(jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=(
+      "NHWC", "HWIO", "NHWC")) ** 2)
+  hlo = jax.jit(jax.grad(loss, (0, 1))).lower(x, w).compile().as_text()
+  assert "convolution(" in hlo
+  assert "ynn_fusion" not in hlo
