@@ -35,16 +35,16 @@ plain-step FLOPs plus the generator branch's divided by the interval. Peak memor
 `memory_stats()` (None on CPU, where each program's temporary buffer size from
 `memory_analysis()` is still reported).
 
-With `--profile_dir`, the mixed program's timed steps run under
-`jax.profiler.trace` (so they include the profiler's overhead): the trace
-(TensorBoard and Perfetto formats) lands in that folder, and the JSON's
-`unlearn_step.profile` lists the costliest XLA operations per step with the
-JAX source op each one was compiled from, e.g. `transpose(jvp(CNN))/Conv_1/
-conv_general_dilated` for a kernel gradient.
+With `--profile_dir`, the timed steps of the mixed unlearning program and of
+the supervised step run under `jax.profiler.trace` (so they include the
+profiler's overhead): the traces (TensorBoard and Perfetto formats) land in
+`unlearn_step/` and `train_step/` of that folder, and the JSON's
+`unlearn_step.profile` and `train_step.profile` list the costliest XLA
+operations per step with the JAX source op each one was compiled from, e.g.
+`transpose(jvp(CNN))/Conv_1/conv_general_dilated` for a kernel gradient.
 """
 
 import collections
-import contextlib
 import functools
 import glob
 import gzip
@@ -96,7 +96,8 @@ flags.DEFINE_bool("mock_data", False,
                   "dataset, for timing the pipeline without network or prepared files.")
 flags.DEFINE_integer("pipeline_batches", 300, "Timed pipeline batches.")
 flags.DEFINE_integer("pipeline_warmup", 10, "Untimed pipeline batches before timing.")
-flags.DEFINE_string("profile_dir", None, "Trace the mixed unlearning steps into this folder.")
+flags.DEFINE_string("profile_dir", None,
+                    "Trace the mixed unlearning steps and the supervised steps into this folder.")
 FLAGS = flags.FLAGS
 
 
@@ -147,6 +148,15 @@ def time_steps(step, state, args, *, warmup, steps):
   return state, seconds
 
 
+def timed_and_profiled(compiled, state, args, *, warmup, steps, trace_dir=None):
+  """time_steps' seconds, and the top operations of a trace into `trace_dir` if given."""
+  if trace_dir is None:
+    return time_steps(compiled, state, args, warmup=warmup, steps=steps)[1], None
+  with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    _, seconds = time_steps(compiled, state, args, warmup=warmup, steps=steps)
+  return seconds, top_operations(trace_dir, compiled.as_text(), steps)
+
+
 def generator_branch_flops(model, state, pair, initial, hp, *, num_classes, label_aware,
                            compiler_options=None):
   """FLOPs of the step's generator branch alone: L_gen's gradient and the generator's Adam.
@@ -194,7 +204,7 @@ def bench_unlearn(model, initial, pair, *, image_shape, num_classes, batch_size,
   runs = {"generator": (1, 0, steps),
           "plain": (warmup + steps + 2, 1, steps),
           "mix": (interval, 0, -(-steps // interval) * interval)}
-  seconds, programs = {}, {}
+  seconds, programs, profiles = {}, {}, {}
   for name, (gen_interval, start_step, num_steps) in runs.items():
     jitted, state = unlearn_program(
         model, initial, with_interval(hp, gen_interval), image_shape=image_shape,
@@ -206,13 +216,10 @@ def bench_unlearn(model, initial, pair, *, image_shape, num_classes, batch_size,
       branch_flops = generator_branch_flops(model, state, pair, initial, hp,
                                             num_classes=num_classes, label_aware=label_aware,
                                             compiler_options=compiler_options)
-    profiled = profile_dir and name == "mix"
-    with jax.profiler.trace(profile_dir, create_perfetto_trace=True) if profiled \
-        else contextlib.nullcontext():
-      _, seconds[name] = time_steps(compiled, state, (pair, initial), warmup=warmup,
-                                    steps=num_steps)
-    if profiled:
-      profile = top_operations(profile_dir, compiled.as_text(), num_steps)
+    trace_dir = os.path.join(profile_dir, "unlearn_step") if profile_dir and name == "mix" \
+        else None
+    seconds[name], profiles[name] = timed_and_profiled(
+        compiled, state, (pair, initial), warmup=warmup, steps=num_steps, trace_dir=trace_dir)
   mix_s = statistics.mean(seconds["mix"])
   program_flops = programs["mix"]["flops"]
   plain_flops = None if program_flops is None else program_flops - branch_flops
@@ -230,7 +237,7 @@ def bench_unlearn(model, initial, pair, *, image_shape, num_classes, batch_size,
       "generator_branch_flops": branch_flops,
       "flops_per_step": None if plain_flops is None else plain_flops + branch_flops / interval,
       "programs": programs,
-      **({"profile": profile} if profile_dir else {}),
+      **({"profile": profiles["mix"]} if profile_dir else {}),
   }
 
 
@@ -258,17 +265,20 @@ def top_operations(trace_dir, hlo_text, num_steps, count=20):
 
 
 def bench_train(model, batch, *, image_shape, batch_size, mesh, seed, steps, warmup,
-                compiler_options=None):
+                compiler_options=None, profile_dir=None):
   """The supervised step of pretraining and retraining (Adam, cross-entropy)."""
   tx = optax.adam(1e-3)
   state = supervised.create_train_state(model, tx, jax.random.key(seed), image_shape, mesh)
   jitted = parallel.jit_step(supervised.train_step, mesh, model=model, tx=tx)
   compiled, cost = compile_step(jitted, state, batch, compiler_options=compiler_options)
-  _, seconds = time_steps(compiled, state, (batch,), warmup=warmup, steps=steps)
+  seconds, profile = timed_and_profiled(
+      compiled, state, (batch,), warmup=warmup, steps=steps,
+      trace_dir=profile_dir and os.path.join(profile_dir, "train_step"))
   step_s = statistics.median(seconds)
   return {"examples_per_step": batch_size, "examples_per_sec": batch_size / step_s,
           "steps_per_sec": 1.0 / step_s, "step_ms": 1e3 * step_s, "timed_steps": steps,
-          "flops_per_step": cost["flops"], "program": cost}
+          "flops_per_step": cost["flops"], "program": cost,
+          **({"profile": profile} if profile_dir else {})}
 
 
 def load_dataset(name, *, data_dir, manual_dir, mock_data):
@@ -348,7 +358,8 @@ def run(*, model_name="cnn", batch_size=32, dtype="float32", steps=20, warmup=3,
     results["train_step"] = bench_train(model, batch, image_shape=image_shape,
                                         batch_size=batch_size, mesh=mesh, seed=seed,
                                         steps=steps, warmup=warmup,
-                                        compiler_options=compiler_options)
+                                        compiler_options=compiler_options,
+                                        profile_dir=profile_dir)
   if dataset is not None:
     results["input_pipeline"] = bench_input_pipeline(
         dataset, batch_size=batch_size, seed=seed, batches=pipeline_batches,

@@ -39,6 +39,8 @@ def test_cnn_results_have_every_key_and_positive_numbers(tmp_path):
   assert unlearn["generator_step_flops"] > unlearn["flops_per_step"] > unlearn["plain_step_flops"]
   assert len(benchmark.summary_lines(loaded)) == 6
   # The profile names XLA operations with the model code they came from.
-  profile = unlearn["profile"]
-  assert profile and all(entry["ms_per_step"] > 0 for entry in profile)
-  assert any("Conv_0/conv_general_dilated" in entry["source"] for entry in profile)
+  for section in ("unlearn_step", "train_step"):
+    profile = loaded[section]["profile"]
+    assert profile and all(entry["ms_per_step"] > 0 for entry in profile), section
+    assert any("Conv_0/conv_general_dilated" in entry["source"] for entry in profile), section
+  assert (tmp_path / "trace" / "unlearn_step").is_dir() and (tmp_path / "trace" / "train_step").is_dir()
