@@ -201,12 +201,16 @@ def test_cnn_max_pool_matches_reduce_window_values_and_gradients(shape):
   np.testing.assert_allclose(jax.grad(ours)(x), jax.grad(flax_pool)(x), rtol=1e-6)
 
 
-def test_cpu_convolutions_and_their_gradients_bypass_ynnpack():
-  # The package sets this XLA flag on import (see mixunlearn_jax/__init__.py);
-  # without it XLA:CPU compiles each of these convolutions to a `ynn_fusion`.
+def test_cpu_convolution_gradients_bypass_ynnpack_and_reductions_use_it():
+  # The package sets this XLA flag on import (see mixunlearn_jax/__init__.py).
+  # By default XLA:CPU compiles both gradients below to `ynn_fusion`s and the
+  # channel sum (BatchNorm's statistics) to a loop.
   x, w = jnp.ones((8, 16, 16, 32)), jnp.ones((3, 3, 32, 32))
-  loss = lambda x, w: jnp.sum(jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=(
-      "NHWC", "HWIO", "NHWC")) ** 2)
-  hlo = jax.jit(jax.grad(loss, (0, 1))).lower(x, w).compile().as_text()
+  conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=(
+      "NHWC", "HWIO", "NHWC"))
+  gradients = jax.jit(lambda x, w, dy: jax.vjp(conv, x, w)[1](dy))
+  hlo = gradients.lower(x, w, x).compile().as_text()
   assert "convolution(" in hlo
   assert "ynn_fusion" not in hlo
+  channel_sum = jax.jit(lambda x: jnp.sum(x, axis=(0, 1, 2)))
+  assert "ynn_fusion" in channel_sum.lower(x).compile().as_text()
