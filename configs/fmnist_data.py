@@ -1,15 +1,21 @@
 r"""Fashion-MNIST, data-level unlearning (forget a random 40% of classes 5-9), with the
-paper's settings (CNN, 5 seeds).
+paper's settings (CNN, 5 seeds) and tau_real = 5 from the paper's grid.
 
   python -m mixunlearn_jax.main --config=configs/fmnist_data.py --workdir=runs/fmnist_data --config.data.manual_dir=../shared/datasets/fashion_mnist
 
-Cost: about 20-40 minutes per seed on 2 CPU cores (measured with other jobs running), minutes on a
-GPU. Expected (docs/results.md, seed 0): MixUnlearn's Test within 1.5 points of Retrain
-and ASR within 0.1 (about 50), but Train_f about 4.7 points above Retrain's (under-forgetting).
+tau_real: at the default 20, MixUnlearn under-forgets here (seed 0: Train_f 94.7 against
+Retrain's 90.0); the sweep in docs/results.md (tau_real 2/5/10/20, omega 1/30, 40 epochs)
+found 5 the one point of the grid that meets every target (Train_r / Train_f / Test / ASR
+gaps 0.11 / 0.44 / 0.87 / 0.06, label-aware, seed 0); 2 over-forgets (Train_f 12.9).
+
+Cost: about 20-40 minutes per seed on 2 CPU cores (measured with other jobs running), minutes
+on a GPU. Expected: docs/results.md.
 """
 
 from mixunlearn_jax import config
 
 
 def get_config():
-  return config.paper_config("fashion_mnist", "data")
+  c = config.paper_config("fashion_mnist", "data")
+  c.unlearn.tau_real = 5.0
+  return c

@@ -1,5 +1,7 @@
 """The engine: end-to-end job, the alternating step, recompiles, NaN handling, config errors."""
 
+import glob
+import importlib.util
 import json
 import os
 import subprocess
@@ -76,6 +78,27 @@ def test_a_workdir_takes_more_seeds_but_no_other_change(tmp_path):
   more_seeds.unlearn.alpha = 0.3
   with pytest.raises(ValueError, match=r"\['unlearn.alpha'\]"):
     experiment.prepare_workdir(more_seeds, workdir, overwrite=False)
+
+
+INTERFACE_FIELDS = ("seeds", "setup", "forget_class", "batch_size", "methods", "data.name",
+                    "data.data_dir", "data.manual_dir", "pretrain.epochs", "retrain.epochs",
+                    "unlearn.epochs", "unlearn.gen_interval", "checkpoint_every_steps")
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))),
+                         ids=os.path.basename)
+def test_every_config_file_has_the_interface_fields_and_validates(path):
+  spec = importlib.util.spec_from_file_location("config_file", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for field in INTERFACE_FIELDS:
+    node = config
+    for part in field.split("."):
+      assert part in node, (os.path.basename(path), field)
+      node = node[part]
+  assert "python -m mixunlearn_jax.main --config=configs/" in module.__doc__
+  experiment.validate(config)
 
 
 # -- the MixUnlearn step -----------------------------------------------------------
