@@ -5,9 +5,10 @@ paper's settings (CNN, 5 seeds) and tau_real = 5 from the paper's grid.
 
 tau_real: at the default 20, MixUnlearn under-forgets here (seed 0: Train_f 94.7 against
 Retrain's 90.0); the sweep in docs/results.md (tau_real 2/5/10/20, omega 1/30, 40 epochs)
-found 5 the one point of the grid that meets every target (Train_r / Train_f / Test / ASR
+found 5 the one point tried that meets every target (Train_r / Train_f / Test / ASR
 gaps 0.11 / 0.44 / 0.87 / 0.06, label-aware, seed 0); 2 over-forgets (Train_f 12.9).
-Label-agnostic at 5: 2.10 / 2.50 / 0.79 / 0.02 (its Train_r cannot pass f_D's own, 94.6).
+Seeds 0-1 at 5: label-aware 0.28 / 1.05 / 0.91 / 0.01; label-agnostic 2.48 / 2.89 / 0.31 / 0.04
+(its targets are f_D's predictions, so its Train_r cannot pass f_D's own, about 94.3).
 
 Cost: about 20-40 minutes per seed on 2 CPU cores (measured with other jobs running), minutes
 on a GPU. Expected: docs/results.md.
