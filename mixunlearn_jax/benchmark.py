@@ -273,7 +273,7 @@ def bench_train(model, batch, *, image_shape, batch_size, mesh, seed, steps, war
   compiled, cost = compile_step(jitted, state, batch, compiler_options=compiler_options)
   seconds, profile = timed_and_profiled(
       compiled, state, (batch,), warmup=warmup, steps=steps,
-      trace_dir=profile_dir and os.path.join(profile_dir, "train_step"))
+      trace_dir=os.path.join(profile_dir, "train_step") if profile_dir else None)
   step_s = statistics.median(seconds)
   return {"examples_per_step": batch_size, "examples_per_sec": batch_size / step_s,
           "steps_per_sec": 1.0 / step_s, "step_ms": 1e3 * step_s, "timed_steps": steps,
