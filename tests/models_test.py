@@ -1,5 +1,10 @@
 """Models: parameter counts from the spec, shapes, BatchNorm modes, MixBlock vs NumPy."""
 
+import os
+import re
+import subprocess
+import sys
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -214,3 +219,42 @@ def test_cpu_convolution_gradients_bypass_ynnpack_and_reductions_use_it():
   assert "ynn_fusion" not in hlo
   channel_sum = jax.jit(lambda x: jnp.sum(x, axis=(0, 1, 2)))
   assert "ynn_fusion" in channel_sum.lower(x).compile().as_text()
+
+
+def test_kernel_gradient_transposes_stored_input_not_its_producers():
+  # x comes out of an elementwise chain with 4 inputs, as a ResNet block's
+  # output comes out of BatchNorm, the residual add and ReLU. XLA:CPU would
+  # fuse that chain into the transpose of x that the kernel gradient needs;
+  # the transpose must instead read x alone (see models/conv.py).
+  from mixunlearn_jax.models import conv  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  a, scale, shift, residual = (jnp.asarray(rng.normal(size=(4, 8, 8, 6)), jnp.float32)
+                               for _ in range(4))
+  w = jnp.asarray(rng.normal(size=(3, 3, 6, 5)), jnp.float32)
+
+  def loss(w, a, scale, shift, residual):
+    x = jax.nn.relu(a * scale + shift + residual)
+    return jnp.sum(jnp.sin(conv.conv_general_dilated(x, w, (1, 1), "SAME")))
+
+  hlo = jax.jit(jax.grad(loss)).lower(w, a, scale, shift, residual).compile().as_text()
+  # x is [4, 8, 8, 6]; the kernel gradient reads it as [6, 8, 8, 4].
+  producers = re.findall(r"= f32\[6,8,8,4\]\S* (?:fusion|transpose|copy)\(([^)]*)\)", hlo)
+  assert producers
+  assert all(operands.count("%") <= 1 for operands in producers), producers
+
+
+def test_xla_flag_is_set_even_after_a_stray_token_in_xla_flags():
+  # XLA ignores every flag after a token that is not a flag, as in this
+  # (mistaken) setting; the package's own flag must still take effect.
+  script = (
+      "import mixunlearn_jax, jax, jax.numpy as jnp\n"
+      "conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', "
+      "dimension_numbers=('NHWC', 'HWIO', 'NHWC'))\n"
+      "x, w = jnp.ones((8, 16, 16, 32)), jnp.ones((3, 3, 32, 32))\n"
+      "f = jax.jit(lambda x, w, dy: jax.vjp(conv, x, w)[1](dy))\n"
+      "print('ynn_fusion' in f.lower(x, w, x).compile().as_text())\n")
+  env = dict(os.environ, XLA_FLAGS="--xla_cpu_multi_thread_eigen=false threads=1",
+             JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, check=True)
+  assert result.stdout.strip().splitlines()[-1] == "False", result.stdout

@@ -7,6 +7,11 @@ MixUnlearn generator update is such a branch (it backpropagates through the
 unlearner to the mixed image). Writing the vjp ourselves as canonical
 convolutions keeps the branch fast; the numbers match `lax.conv_general_dilated`
 (see tests/models_test.py and docs/performance.md).
+
+The kernel gradient needs x and dy transposed. Left alone, XLA:CPU fuses x's
+producers (BatchNorm, the residual add, ReLU: up to 15 inputs in ResNet-18)
+into that transpose and recomputes them in transposed, strided order, several
+times slower than transposing the stored tensor; `_materialized` stops it.
 """
 
 import functools
@@ -61,9 +66,24 @@ def _conv_bwd(padding, precision, residuals, dy):
   oh, ow = dy.shape[1:3]
   dw_padding = [(lo, k - 1 + size_out - size_in - lo)
                 for k, (lo, _), size_in, size_out in zip((kh, kw), padding, (h, wd), (oh, ow))]
-  dw = lax.conv_general_dilated(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), (1, 1),
-                                dw_padding, dimension_numbers=_NHWC, precision=precision)
+  x_t, dy_t = _materialized(
+      lambda x, dy: (x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3)), x, dy)
+  dw = lax.conv_general_dilated(x_t, dy_t, (1, 1), dw_padding, dimension_numbers=_NHWC,
+                                precision=precision)
   return dx.astype(x.dtype), dw.transpose(1, 2, 0, 3).astype(w.dtype)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+
+def _materialized(fn, *operands):
+  """fn(*operands), with the operands stored before fn reads them.
+
+  A conditional's operands are always materialised buffers, so no producer
+  can be fused into fn; `lax.optimization_barrier`, the obvious tool, does
+  not survive XLA:CPU's pipeline. Both branches are fn: the predicate (false
+  only for a NaN) cannot change the result, and XLA cannot fold it away.
+  """
+  first = operands[0].reshape(-1)[0]
+  return lax.cond(first == first, fn, fn, *operands)
