@@ -176,7 +176,8 @@ def test_mix_images_is_the_mask_weighted_sum():
 
 @pytest.mark.parametrize("kernel,padding,strides", [
     (5, "SAME", (1, 1)), (3, ((1, 0), (0, 2)), (1, 1)), (1, "VALID", (1, 1)), (3, "SAME", (2, 2)),
-    (1, "SAME", (2, 2)), (1, "VALID", (3, 2))])
+    (1, "SAME", (2, 2)), (1, "VALID", (3, 2)), (5, ((2, 1), (0, 3)), (3, 2)), (2, "VALID", (3, 3)),
+    (4, "SAME", (2, 2))])
 def test_canonical_conv_matches_lax_values_and_gradients_inside_cond(kernel, padding, strides):
   from jax import lax  # pylint: disable=g-import-not-at-top
   from mixunlearn_jax.models import conv  # pylint: disable=g-import-not-at-top
