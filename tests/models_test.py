@@ -198,6 +198,29 @@ def test_canonical_conv_matches_lax_values_and_gradients_inside_cond(kernel, pad
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_resnet_gradients_with_our_convolution_equal_lax(stem):
+  # Every kind of convolution in one network: stride 1, stride 2 (3x3 and the
+  # 7x7 stem), the strided 1x1 shortcut; BatchNorm in train mode.
+  from mixunlearn_jax.models import conv  # pylint: disable=g-import-not-at-top
+  kwargs = dict(stage_sizes=(1, 1, 1), widths=(4, 8, 8), mix_stage=1, embed_dim=8, stem=stem)
+  ours = models.ResNet(conv_general_dilated=conv.conv_general_dilated, **kwargs)
+  reference = models.ResNet(conv_general_dilated=None, **kwargs)
+  x = jax.random.normal(jax.random.key(1), (2, 17, 17, 3))
+  variables = reference.init(jax.random.key(0), x)
+
+  def loss(model):
+    def fn(params, x):
+      (logits, _), _ = model.apply({**variables, "params": params}, x, train=True,
+                                   mutable=["batch_stats"])
+      return jnp.sum(jnp.sin(logits))
+    return jax.jit(jax.value_and_grad(fn, (0, 1)))
+
+  got, expected = loss(ours)(variables["params"], x), loss(reference)(variables["params"], x)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
 @pytest.mark.parametrize("shape", [(2, 28, 28, 4), (2, 7, 9, 3)])
 def test_cnn_max_pool_matches_reduce_window_values_and_gradients(shape):
   from mixunlearn_jax.models import cnn  # pylint: disable=g-import-not-at-top
