@@ -12,12 +12,16 @@ The kernel gradient needs x and dy transposed. Left alone, XLA:CPU fuses x's
 producers (BatchNorm, the residual add, ReLU: up to 15 inputs in ResNet-18)
 into that transpose and recomputes them in transposed, strided order, several
 times slower than transposing the stored tensor; `_materialized` stops it.
+
+Strided convolutions get the same treatment (`_strided_conv`): lax's input
+gradient dilates dy, another case XLA:CPU runs on its generic path.
 """
 
 import functools
 
 import jax
 from jax import lax
+import jax.numpy as jnp
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -67,7 +71,7 @@ def _conv_bwd(padding, precision, residuals, dy):
   x, w = residuals
   (kh, kw), (h, wd) = w.shape[:2], x.shape[1:3]
   # Input gradient: correlate dy with the spatially flipped kernel, in/out swapped.
-  w_t = jax.numpy.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+  w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
   dx_padding = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip((kh, kw), padding)]
   dx = lax.conv_general_dilated(dy, w_t, (1, 1), dx_padding, dimension_numbers=_NHWC,
                                 precision=precision)
@@ -126,8 +130,8 @@ def _strided_conv_bwd(strides, padding, precision, residuals, dy):
   rows, cols = -(-h // sh), -(-wd // sw)  # pixels per phase, rounded up
   phases = [[_phase_input_grad(dy, w, (rh, rw), strides, padding, (rows, cols), precision)
              for rw in range(sw)] for rh in range(sh)]
-  # [B, rows, sh, cols, sw, C]: pixel (rows * sh + rh, cols * sw + rw) is phase (rh, rw).
-  dx = jax.numpy.stack([jax.numpy.stack(p, axis=3) for p in phases], axis=2)
+  # [B, rows, sh, cols, sw, C]: pixel (m * sh + rh, n * sw + rw) is phase (rh, rw)'s (m, n).
+  dx = jnp.stack([jnp.stack(p, axis=3) for p in phases], axis=2)
   dx = dx.reshape(x.shape[0], rows * sh, cols * sw, x.shape[3])[:, :h, :wd]
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
@@ -142,17 +146,15 @@ def _phase_input_grad(dy, w, phase, strides, padding, size, precision):
   dx[s*m + r] = sum_j dy[m + c - j] w[t0 + s*j] with t0 = (r + lo) mod s and
   c = (r + lo - t0) / s: a correlation of dy with the flipped taps.
   """
-  taps, pads = [], []
+  starts, pads = [], []
   for r, s, (lo, _), k, n_out, m in zip(phase, strides, padding, w.shape[:2], dy.shape[1:3], size):
     t0 = (r + lo) % s
-    axis_taps = list(range(t0, k, s))
-    c, j = (r + lo - t0) // s, len(axis_taps)
-    taps.append(axis_taps[::-1])
+    c, j = (r + lo - t0) // s, len(range(t0, k, s))
+    starts.append(t0)
     pads.append((j - 1 - c, m - n_out + c))  # negative entries crop
-  if not taps[0] or not taps[1]:  # a stride above the kernel size: pixels no tap reads
-    return jax.numpy.zeros((dy.shape[0], *size, w.shape[2]), dy.dtype)
-  kernel = w[jax.numpy.asarray(taps[0])][:, jax.numpy.asarray(taps[1])].transpose(0, 1, 3, 2)
-  dy = lax.pad(dy, jax.numpy.zeros((), dy.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0),
-                                                  (0, 0, 0)))
-  return lax.conv_general_dilated(dy, kernel, (1, 1), "VALID", dimension_numbers=_NHWC,
-                                  precision=precision)
+  taps = w[starts[0]::strides[0], starts[1]::strides[1]]
+  if 0 in taps.shape[:2]:  # a stride above the kernel size: pixels no tap reads
+    return jnp.zeros((dy.shape[0], *size, w.shape[2]), dy.dtype)
+  dy = lax.pad(dy, jnp.zeros((), dy.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+  return lax.conv_general_dilated(dy, jnp.flip(taps, (0, 1)).transpose(0, 1, 3, 2), (1, 1),
+                                  "VALID", dimension_numbers=_NHWC, precision=precision)
