@@ -1,5 +1,6 @@
 """Data parallel: the same global batch on 1, 2 or 4 devices gives the same losses."""
 
+import ast
 import json
 import os
 import subprocess
@@ -67,3 +68,32 @@ def test_same_losses_on_more_devices(single, devices):
   np.testing.assert_allclose(multi["train"], single["train"], rtol=1e-4)
   np.testing.assert_allclose(multi["unlearn"], single["unlearn"], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(multi["checksum"], single["checksum"], rtol=1e-5)
+
+
+# A convolution's gradient, batch sharded over 2 devices: prints the shapes of
+# the compiled program's collectives.
+CONV_SCRIPT = r"""
+import re
+import jax, jax.numpy as jnp
+from mixunlearn_jax.engine import parallel
+from mixunlearn_jax.models import conv
+mesh = parallel.make_mesh()
+x = jax.device_put(jnp.ones((8, 16, 16, 4)), parallel.data_sharded(mesh))
+w = jax.device_put(jnp.ones((3, 3, 4, 6)), parallel.replicated(mesh))
+loss = lambda w, x: jnp.sum(jnp.sin(conv.conv_general_dilated(jax.nn.relu(x * 2 + 1), w, (1, 1),
+                                                              "SAME")))
+hlo = jax.jit(jax.grad(loss), out_shardings=parallel.replicated(mesh)).lower(w, x).compile()
+print(re.findall(r"= f32\[([\d,]*)\]\S* (?:all-reduce|all-gather|collective-permute|all-to-all)\(",
+                 hlo.as_text()))
+"""
+
+
+def test_data_parallel_convolution_gradient_communicates_only_the_kernel_gradient():
+  # models/conv.py's backward pass must not add collectives of its own (its
+  # fusion barrier once read the sharded activations: an all-reduce per layer).
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  result = subprocess.run([sys.executable, "-c", CONV_SCRIPT], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300, check=True)
+  shapes = ast.literal_eval(result.stdout.strip().splitlines()[-1])
+  # One all-reduce, of the kernel gradient (in whatever layout XLA keeps it).
+  assert [sorted(map(int, shape.split(","))) for shape in shapes] == [[3, 3, 4, 6]], shapes

@@ -81,7 +81,7 @@ def _conv_bwd(padding, precision, residuals, dy):
   dw_padding = [(lo, k - 1 + size_out - size_in - lo)
                 for k, (lo, _), size_in, size_out in zip((kh, kw), padding, (h, wd), (oh, ow))]
   x_t, dy_t = _materialized(
-      lambda x, dy: (x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3)), x, dy)
+      lambda x, dy: (x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3)), w, x, dy)
   dw = lax.conv_general_dilated(x_t, dy_t, (1, 1), dw_padding, dimension_numbers=_NHWC,
                                 precision=precision)
   return dx.astype(x.dtype), dw.transpose(1, 2, 0, 3).astype(w.dtype)
@@ -90,15 +90,17 @@ def _conv_bwd(padding, precision, residuals, dy):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def _materialized(fn, *operands):
+def _materialized(fn, replicated, *operands):
   """fn(*operands), with the operands stored before fn reads them.
 
   A conditional's operands are always materialised buffers, so no producer
   can be fused into fn; `lax.optimization_barrier`, the obvious tool, does
   not survive XLA:CPU's pipeline. Both branches are fn: the predicate (false
-  only for a NaN) cannot change the result, and XLA cannot fold it away.
+  only for a NaN) cannot change the result, and XLA cannot fold it away. It
+  reads `replicated` (the kernel), which every device holds whole, so data
+  parallelism adds no communication.
   """
-  first = operands[0].reshape(-1)[0]
+  first = replicated.reshape(-1)[0]
   return lax.cond(first == first, fn, fn, *operands)
 
 
