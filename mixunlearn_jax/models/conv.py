@@ -34,6 +34,11 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   convolutions (strided ones: `_strided_conv`); every other case goes to
   `lax.conv_general_dilated` unchanged.
   """
+  plain = (not _dilated(lhs_dilation) and not _dilated(rhs_dilation) and feature_group_count == 1
+           and lhs.ndim == 4)
+  if not plain:
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, precision=precision)
   strides = tuple(window_strides)
   if isinstance(padding, str):  # 'SAME' / 'VALID', as Flax passes them
     padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
@@ -43,11 +48,6 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   # strided ones (input and kernel gradient 16 and 20 ms vs 2 ms forward at
   # [96, 32, 32, 64], 2 cores).
   pointwise = rhs.shape[:2] == (1, 1) and padding == ((0, 0), (0, 0))
-  plain = (not _dilated(lhs_dilation) and not _dilated(rhs_dilation) and feature_group_count == 1
-           and lhs.ndim == 4)
-  if not plain:
-    return lax.conv_general_dilated(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation,
-                                    dimension_numbers, feature_group_count, precision=precision)
   if strides == (1, 1) or pointwise:
     return _conv(lhs[:, ::strides[0], ::strides[1]], rhs, padding, precision)
   return _strided_conv(lhs, rhs, strides, padding, precision)
