@@ -198,6 +198,19 @@ def test_canonical_conv_matches_lax_values_and_gradients_inside_cond(kernel, pad
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("rhs_dilation,groups", [((2, 2), 1), ((1, 1), 3)])
+def test_dilated_or_grouped_conv_falls_back_to_lax_with_its_padding(rhs_dilation, groups):
+  from jax import lax  # pylint: disable=g-import-not-at-top
+  from mixunlearn_jax.models import conv  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 9, 9, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 3 // groups, 6)), jnp.float32)
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+  args = ((2, 2), "SAME", None, rhs_dilation, dn, groups)
+  np.testing.assert_allclose(conv.conv_general_dilated(x, w, *args),
+                             lax.conv_general_dilated(x, w, *args), rtol=1e-6)
+
+
 @pytest.mark.parametrize("stem", ["cifar", "imagenet"])
 def test_resnet_gradients_with_our_convolution_equal_lax(stem):
   # Every kind of convolution in one network: stride 1, stride 2 (3x3 and the
