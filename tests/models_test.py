@@ -259,11 +259,13 @@ def test_cpu_convolution_gradients_bypass_ynnpack_and_reductions_use_it():
   assert "ynn_fusion" in channel_sum.lower(x).compile().as_text()
 
 
-def test_kernel_gradient_transposes_stored_input_not_its_producers():
+@pytest.mark.parametrize("strides", [(1, 1), (2, 2)])
+def test_kernel_gradient_transposes_stored_input_not_its_producers(strides):
   # x comes out of an elementwise chain with 4 inputs, as a ResNet block's
   # output comes out of BatchNorm, the residual add and ReLU. XLA:CPU would
   # fuse that chain into the transpose of x that the kernel gradient needs;
-  # the transpose must instead read x alone (see models/conv.py).
+  # the transpose must instead read x alone (see models/conv.py), for strided
+  # convolutions (ResNet's downsampling ones) too.
   from mixunlearn_jax.models import conv  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   a, scale, shift, residual = (jnp.asarray(rng.normal(size=(4, 8, 8, 6)), jnp.float32)
@@ -272,7 +274,7 @@ def test_kernel_gradient_transposes_stored_input_not_its_producers():
 
   def loss(w, a, scale, shift, residual):
     x = jax.nn.relu(a * scale + shift + residual)
-    return jnp.sum(jnp.sin(conv.conv_general_dilated(x, w, (1, 1), "SAME")))
+    return jnp.sum(jnp.sin(conv.conv_general_dilated(x, w, strides, "SAME")))
 
   hlo = jax.jit(jax.grad(loss)).lower(w, a, scale, shift, residual).compile().as_text()
   # x is [4, 8, 8, 6]; the kernel gradient reads it as [6, 8, 8, 4].

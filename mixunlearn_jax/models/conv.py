@@ -13,8 +13,9 @@ producers (BatchNorm, the residual add, ReLU: up to 15 inputs in ResNet-18)
 into that transpose and recomputes them in transposed, strided order, several
 times slower than transposing the stored tensor; `_materialized` stops it.
 
-Strided convolutions get the same treatment (`_strided_conv`): lax's input
-gradient dilates dy, another case XLA:CPU runs on its generic path.
+Strided convolutions take the same path: lax's input gradient dilates dy,
+another case XLA:CPU runs on its generic path, so ours is one stride-1
+convolution per phase of the stride (`_input_grad`).
 """
 
 import functools
@@ -30,9 +31,9 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count=1, precision=None):
   """Drop-in for flax.linen.Conv's `conv_general_dilated` (2-D, NHWC/HWIO).
 
-  Undilated, ungrouped convolutions get gradients made of canonical stride-1
-  convolutions (strided ones: `_strided_conv`); every other case goes to
-  `lax.conv_general_dilated` unchanged.
+  Undilated, ungrouped convolutions, strided or not, get gradients made of
+  canonical convolutions; every other case goes to `lax.conv_general_dilated`
+  unchanged.
   """
   plain = (not _dilated(lhs_dilation) and not _dilated(rhs_dilation) and feature_group_count == 1
            and lhs.ndim == 4)
@@ -48,46 +49,48 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   # strided ones (input and kernel gradient 16 and 20 ms vs 2 ms forward at
   # [96, 32, 32, 64], 2 cores).
   pointwise = rhs.shape[:2] == (1, 1) and padding == ((0, 0), (0, 0))
-  if strides == (1, 1) or pointwise:
-    return _conv(lhs[:, ::strides[0], ::strides[1]], rhs, padding, precision)
-  return _strided_conv(lhs, rhs, strides, padding, precision)
+  if pointwise:
+    lhs, strides = lhs[:, ::strides[0], ::strides[1]], (1, 1)
+  return _conv(lhs, rhs, strides, padding, precision)
 
 
 def _dilated(dilation):
   return dilation is not None and any(d != 1 for d in dilation)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv(x, w, padding, precision):
-  return lax.conv_general_dilated(x, w, (1, 1), padding, dimension_numbers=_NHWC,
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, w, strides, padding, precision):
+  return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC,
                                   precision=precision)
 
 
-def _conv_fwd(x, w, padding, precision):
-  return _conv(x, w, padding, precision), (x, w)
+def _conv_fwd(x, w, strides, padding, precision):
+  return _conv(x, w, strides, padding, precision), (x, w)
 
 
-def _conv_bwd(padding, precision, residuals, dy):
+def _conv_bwd(strides, padding, precision, residuals, dy):
   x, w = residuals
-  (kh, kw), (h, wd) = w.shape[:2], x.shape[1:3]
-  # Input gradient: correlate dy with the spatially flipped kernel, in/out swapped.
-  w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
-  dx_padding = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip((kh, kw), padding)]
-  dx = lax.conv_general_dilated(dy, w_t, (1, 1), dx_padding, dimension_numbers=_NHWC,
-                                precision=precision)
-  # Kernel gradient: channels of x as the batch, the batch as features, dy as
-  # the kernel: [Cin, H, W, B] * [Ho, Wo, B, Cout] -> [Cin, kh, kw, Cout].
-  oh, ow = dy.shape[1:3]
-  dw_padding = [(lo, k - 1 + size_out - size_in - lo)
-                for k, (lo, _), size_in, size_out in zip((kh, kw), padding, (h, wd), (oh, ow))]
-  x_t, dy_t = _materialized(
-      lambda x, dy: (x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3)), w, x, dy)
-  dw = lax.conv_general_dilated(x_t, dy_t, (1, 1), dw_padding, dimension_numbers=_NHWC,
-                                precision=precision)
-  return dx.astype(x.dtype), dw.transpose(1, 2, 0, 3).astype(w.dtype)
+  dx = _input_grad(dy, w, x.shape, strides, padding, precision)
+  dw = _kernel_grad(x, dy, w, strides, padding, precision)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _kernel_grad(x, dy, w, strides, padding, precision):
+  """dw as one canonical convolution: x's channels are its batch, x's batch its
+  features, and dy (dilated by the stride) its kernel:
+  [Cin, H, W, B] * [Ho, Wo, B, Cout] -> [Cin, kh, kw, Cout].
+  """
+  dw_padding = [(lo, k - 1 + (n_out - 1) * s + 1 - n_in - lo)
+                for k, s, (lo, _), n_in, n_out in zip(w.shape[:2], strides, padding,
+                                                      x.shape[1:3], dy.shape[1:3])]
+  x_t, dy_t = _materialized(
+      lambda x, dy: (x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3)), w, x, dy)
+  dw = lax.conv_general_dilated(x_t, dy_t, (1, 1), dw_padding, rhs_dilation=strides,
+                                dimension_numbers=_NHWC, precision=precision)
+  return dw.transpose(1, 2, 0, 3)
 
 
 def _materialized(fn, replicated, *operands):
@@ -104,41 +107,24 @@ def _materialized(fn, replicated, *operands):
   return lax.cond(first == first, fn, fn, *operands)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _strided_conv(x, w, strides, padding, precision):
-  return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC,
-                                  precision=precision)
-
-
-def _strided_conv_fwd(x, w, strides, padding, precision):
-  return _strided_conv(x, w, strides, padding, precision), (x, w)
-
-
-def _strided_conv_bwd(strides, padding, precision, residuals, dy):
-  """lax's kernel gradient; the input gradient as one stride-1 conv per phase.
+def _input_grad(dy, w, x_shape, strides, padding, precision):
+  """dx as one stride-1 convolution per phase of the stride, interleaved.
 
   lax's input gradient of a strided convolution dilates dy, which XLA:CPU
   runs on its generic path (50 ms vs 14 ms forward for ResNet-18's first
   3x3 stride-2 convolution at batch 96; slower still inside `lax.cond`).
   Input pixels whose index is r modulo the stride (a phase) only meet the
   kernel taps t = r + pad_lo modulo the stride, so each phase's gradient is
-  a stride-1 convolution of dy with those taps, and the phases interleave.
+  a stride-1 convolution of dy with those taps. Stride 1 has one phase: the
+  correlation of dy with the whole flipped kernel.
   """
-  x, w = residuals
-  conv = lambda w: lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC,
-                                            precision=precision)
-  dw, = jax.vjp(conv, w)[1](dy)
-  (sh, sw), (h, wd) = strides, x.shape[1:3]
+  (sh, sw), (h, wd) = strides, x_shape[1:3]
   rows, cols = -(-h // sh), -(-wd // sw)  # pixels per phase, rounded up
   phases = [[_phase_input_grad(dy, w, (rh, rw), strides, padding, (rows, cols), precision)
              for rw in range(sw)] for rh in range(sh)]
   # [B, rows, sh, cols, sw, C]: pixel (m * sh + rh, n * sw + rw) is phase (rh, rw)'s (m, n).
   dx = jnp.stack([jnp.stack(p, axis=3) for p in phases], axis=2)
-  dx = dx.reshape(x.shape[0], rows * sh, cols * sw, x.shape[3])[:, :h, :wd]
-  return dx.astype(x.dtype), dw.astype(w.dtype)
-
-
-_strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
+  return dx.reshape(x_shape[0], rows * sh, cols * sw, x_shape[3])[:, :h, :wd]
 
 
 def _phase_input_grad(dy, w, phase, strides, padding, size, precision):
