@@ -12,15 +12,14 @@ compares runs seconds apart:
   python benchmarks/side_by_side.py --model=cnn --batch_size=32 --rounds=10 --intervals=10 \
       --out=runs/bench/side_by_side_cnn.json
 
-Same random data, models, hyperparameters and gen_interval (4) as the two
-benchmarks; one unlearning example is one (forget, remain) pair. Both
+Random data of the same shapes, the same models, hyperparameters and
+gen_interval (4) as the two benchmarks; one unlearning example is one (forget, remain) pair. Both
 frameworks use all cores (PyTorch with --num_threads threads); neither runs
 while the other is timed.
 """
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
