@@ -12,6 +12,9 @@ compares runs seconds apart:
   python benchmarks/side_by_side.py --model=cnn --batch_size=32 --rounds=10 --intervals=10 \
       --out=runs/bench/side_by_side_cnn.json
 
+On Linux, run both under launch/tcmalloc.sh for the numbers of
+docs/performance.md (item 12); the JSON records which malloc ran.
+
 Random data of the same shapes, the same models, hyperparameters and
 gen_interval (4) as the two benchmarks; one unlearning example is one (forget, remain) pair. Both
 frameworks use all cores (PyTorch with --num_threads threads); neither runs
@@ -108,7 +111,7 @@ def main(argv=None):
       "gen_interval": interval, "rounds": args.rounds, "steps_per_round": steps, "num_threads": args.num_threads,
       "jax_version": jax.__version__, "torch_version": torch.__version__,
       "device_kind": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
-      "mix_step_ms": ms,
+      "malloc": benchmark.malloc_name(), "mix_step_ms": ms,
       "median_mix_step_ms": {k: statistics.median(v) for k, v in ms.items()},
       "median_pairs_per_sec": {k: 1e3 * args.batch_size / statistics.median(v)
                                for k, v in ms.items()},

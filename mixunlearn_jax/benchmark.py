@@ -316,7 +316,16 @@ def environment(mesh):
   return {"jax_version": jax.__version__, "platform": device.platform,
           "device_kind": device.device_kind, "device_count": jax.device_count(),
           "process_count": jax.process_count(), "mesh_shape": dict(mesh.shape),
-          "cpu_count": os.cpu_count()}
+          "cpu_count": os.cpu_count(), "malloc": malloc_name()}
+
+
+def malloc_name():
+  """'tcmalloc' when it is loaded (launch/tcmalloc.sh), else 'system'."""
+  try:
+    with open("/proc/self/maps") as f:
+      return "tcmalloc" if "libtcmalloc" in f.read() else "system"
+  except OSError:  # not Linux
+    return "system"
 
 
 def peak_memory():

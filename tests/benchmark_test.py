@@ -1,6 +1,10 @@
 """Smoke test of the benchmark: tiny settings, the JSON's keys and signs, no timings."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 from mixunlearn_jax import benchmark
 from mixunlearn_jax import data
@@ -44,3 +48,16 @@ def test_cnn_results_have_every_key_and_positive_numbers(tmp_path):
     assert profile and all(entry["ms_per_step"] > 0 for entry in profile), section
     assert any("Conv_0/conv_general_dilated" in entry["source"] for entry in profile), section
   assert (tmp_path / "trace" / "unlearn_step").is_dir() and (tmp_path / "trace" / "train_step").is_dir()
+
+
+def test_tcmalloc_launcher_preloads_it_when_found_and_the_benchmark_records_it():
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  probe = "from mixunlearn_jax import benchmark; print(benchmark.malloc_name())"
+  result = subprocess.run([str(repo / "launch" / "tcmalloc.sh"), sys.executable, "-c", probe],
+                          cwd=repo, capture_output=True, text=True, check=True)
+  found = "no libtcmalloc found" not in result.stderr
+  assert result.stdout.split()[-1] == ("tcmalloc" if found else "system"), result.stderr
+  env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+  plain = subprocess.run([sys.executable, "-c", probe], cwd=repo, env=env, capture_output=True,
+                         text=True, check=True)
+  assert plain.stdout.split()[-1] == "system"
