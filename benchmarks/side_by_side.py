@@ -13,7 +13,9 @@ compares runs seconds apart:
       --out=runs/bench/side_by_side_cnn.json
 
 On Linux, run both under launch/tcmalloc.sh for the numbers of
-docs/performance.md (item 12); the JSON records which malloc ran.
+docs/performance.md (item 12); the JSON records which malloc ran. The JAX
+step runs once per convolution path of `--jax_convs`: `onednn` (the default
+on one CPU device, models/onednn.py) and `xla` (XLA's own, Eigen).
 
 Random data of the same shapes, the same models, hyperparameters and
 gen_interval (4) as the two benchmarks; one unlearning example is one (forget, remain) pair. Both
@@ -39,12 +41,14 @@ import pytorch_reference
 import torch
 
 
-def jax_intervals(model_name, batch_size, seed):
+def jax_intervals(model_name, batch_size, seed, conv):
   """A function that runs n generator intervals of the JAX step; returns seconds."""
   mesh = parallel.make_mesh()
   channels, height, width = pytorch_reference.IMAGE_SHAPE[model_name]
   image_shape = (height, width, channels)
-  model = models.create(model_name)
+  if conv == "onednn" and not models.onednn.available():
+    raise SystemExit(f"--jax_convs=onednn: {models.onednn.unavailable_reason()}")
+  model = models.create(model_name, cpu_onednn=conv == "onednn")
   initial = jax.jit(lambda key: supervised.init_variables(model, key, image_shape),
                     out_shardings=parallel.replicated(mesh))(jax.random.key(seed))
   pair, _ = benchmark.random_batches(seed, batch_size, image_shape, 10, mesh)
@@ -92,20 +96,27 @@ def main(argv=None):
                       help="generator intervals (of 4 steps) per framework and round")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--num_threads", type=int, default=os.cpu_count())
+  parser.add_argument("--jax_convs", default="onednn,xla",
+                      help="JAX convolution paths to time, comma-separated: onednn, xla")
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
 
-  run_jax, interval = jax_intervals(args.model, args.batch_size, args.seed)
-  run_torch = torch_intervals(args.model, args.batch_size, args.seed, args.num_threads, interval)
-  run_jax(1), run_torch(1)  # warm-up: compilation, allocator, first generator step
+  runs = {}
+  for conv in args.jax_convs.split(","):
+    runs[f"jax_{conv}"], interval = jax_intervals(args.model, args.batch_size, args.seed, conv)
+  runs["pytorch"] = torch_intervals(args.model, args.batch_size, args.seed, args.num_threads,
+                                    interval)
+  for run in runs.values():
+    run(1)  # warm-up: compilation, allocator, first generator step
   steps = args.intervals * interval
-  ms = {"jax": [], "pytorch": []}
+  ms = {name: [] for name in runs}
   for i in range(args.rounds):
-    ms["jax"].append(1e3 * run_jax(args.intervals) / steps)
-    ms["pytorch"].append(1e3 * run_torch(args.intervals) / steps)
-    print(f"round {i}: JAX {ms['jax'][-1]:.1f} ms/step, PyTorch {ms['pytorch'][-1]:.1f} ms/step, "
-          f"ratio {ms['jax'][-1] / ms['pytorch'][-1]:.3f}", flush=True)
-  ratios = [j / p for j, p in zip(ms["jax"], ms["pytorch"])]
+    for name, run in runs.items():
+      ms[name].append(1e3 * run(args.intervals) / steps)
+    print(f"round {i}: " + ", ".join(f"{name} {ms[name][-1]:.1f}" for name in runs)
+          + " ms/step", flush=True)
+  ratios = {name: [j / p for j, p in zip(ms[name], ms["pytorch"])]
+            for name in runs if name != "pytorch"}
   results = {
       "model": args.model, "batch_size": args.batch_size, "dtype": "float32",
       "gen_interval": interval, "rounds": args.rounds, "steps_per_round": steps, "num_threads": args.num_threads,
@@ -115,12 +126,14 @@ def main(argv=None):
       "median_mix_step_ms": {k: statistics.median(v) for k, v in ms.items()},
       "median_pairs_per_sec": {k: 1e3 * args.batch_size / statistics.median(v)
                                for k, v in ms.items()},
-      "jax_over_pytorch_time": {"per_round": ratios, "median": statistics.median(ratios)},
+      "over_pytorch_time": {name: {"per_round": r, "median": statistics.median(r)}
+                            for name, r in ratios.items()},
   }
-  print(f"{args.model} B={args.batch_size}: JAX/PyTorch time per mixed step, median over "
-        f"{args.rounds} rounds: {results['jax_over_pytorch_time']['median']:.3f} (JAX "
-        f"{results['median_mix_step_ms']['jax']:.1f} ms, PyTorch "
-        f"{results['median_mix_step_ms']['pytorch']:.1f} ms)")
+  for name, ratio in results["over_pytorch_time"].items():
+    print(f"{args.model} B={args.batch_size}: {name}/PyTorch time per mixed step, median over "
+          f"{args.rounds} rounds: {ratio['median']:.3f} ({name} "
+          f"{results['median_mix_step_ms'][name]:.1f} ms, PyTorch "
+          f"{results['median_mix_step_ms']['pytorch']:.1f} ms)")
   if args.out:
     benchmark.write_json(results, args.out)
     print(f"Wrote {args.out}")

@@ -31,7 +31,10 @@ results count unlearning throughput the same way.
 
 FLOPs per step come from XLA's cost analysis of each compiled program, for a
 fraction of the accelerator's peak: `unlearn_step.flops_per_step` is the mix,
-plain-step FLOPs plus the generator branch's divided by the interval. Peak memory from the device's
+plain-step FLOPs plus the generator branch's divided by the interval. XLA
+does not count custom calls, so with oneDNN's convolutions (`conv_path`
+'onednn', the CPU default) the FLOPs leave them out: count with
+`--nocpu_onednn`. Peak memory from the device's
 `memory_stats()` (None on CPU, where each program's temporary buffer size from
 `memory_analysis()` is still reported).
 
@@ -84,6 +87,7 @@ flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
 flags.DEFINE_integer("warmup", 3, "Untimed steps before each measurement, after compilation.")
 flags.DEFINE_integer("image_size", 0, "Image side; 0: 28 for cnn, 32 for resnet18.")
 flags.DEFINE_integer("num_classes", 10, "Classes of the classifier.")
+flags.DEFINE_bool("cpu_onednn", True, "On one CPU device, convolutions on oneDNN if installed.")
 flags.DEFINE_bool("label_aware", False, "Time label-aware MixUnlearn (default: label-agnostic).")
 flags.DEFINE_integer("seed", 0, "Seed of the random data and the initial model.")
 flags.DEFINE_bool("model_steps", True, "Time the unlearning and supervised steps.")
@@ -336,8 +340,8 @@ def peak_memory():
   return {"peak_bytes": stats.get("peak_bytes_in_use"), "bytes_limit": stats.get("bytes_limit")}
 
 
-def run(*, model_name="cnn", batch_size=32, dtype="float32", steps=20, warmup=3, image_size=0,
-        num_classes=10, label_aware=False, seed=0, model_steps=True, dataset=None,
+def run(*, model_name="cnn", batch_size=32, dtype="float32", cpu_onednn=True, steps=20, warmup=3,
+        image_size=0, num_classes=10, label_aware=False, seed=0, model_steps=True, dataset=None,
         pipeline_batches=300, pipeline_warmup=10, compiler_options=None, profile_dir=None):
   """All measurements as one JSON-ready dict; `dataset` (a data.Dataset) adds the pipeline.
 
@@ -355,7 +359,9 @@ def run(*, model_name="cnn", batch_size=32, dtype="float32", steps=20, warmup=3,
                                   "pairs per element",
              **environment(mesh)}
   if model_steps:
-    model = models.create(model_name, num_classes=num_classes, dtype=dtype)
+    model = models.create(model_name, num_classes=num_classes, dtype=dtype,
+                          cpu_onednn=cpu_onednn)
+    results["conv_path"] = models.conv_path(cpu_onednn)
     initial = jax.jit(lambda key: supervised.init_variables(model, key, image_shape),
                       out_shardings=parallel.replicated(mesh))(jax.random.key(seed))
     pair, batch = random_batches(seed, batch_size, image_shape, num_classes, mesh)
@@ -381,6 +387,8 @@ def summary_lines(results):
   """One line per measured item."""
   head = f"{results['model']} B={results['batch_size']} {results['dtype']} " \
          f"on {results['device_count']}x {results['device_kind']}"
+  if "conv_path" in results:
+    head += f" ({results['conv_path']} convolutions)"
   lines = []
   if "unlearn_step" in results:
     u = results["unlearn_step"]
@@ -422,7 +430,7 @@ def main(argv):
     dataset = load_dataset(FLAGS.dataset, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
                            mock_data=FLAGS.mock_data)
   results = run(model_name=FLAGS.model, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype,
-                steps=FLAGS.steps, warmup=FLAGS.warmup, image_size=FLAGS.image_size,
+                cpu_onednn=FLAGS.cpu_onednn, steps=FLAGS.steps, warmup=FLAGS.warmup, image_size=FLAGS.image_size,
                 num_classes=FLAGS.num_classes, label_aware=FLAGS.label_aware, seed=FLAGS.seed,
                 model_steps=FLAGS.model_steps, dataset=dataset,
                 pipeline_batches=FLAGS.pipeline_batches, pipeline_warmup=FLAGS.pipeline_warmup,

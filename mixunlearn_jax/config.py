@@ -29,6 +29,8 @@ def base_config():
   c.model.dtype = "float32"  # bfloat16 on accelerators; params stay float32
   c.model.kwargs = ml_collections.ConfigDict()  # e.g. stem='imagenet' for resnet18
   c.model.pretrained_npz = ""  # ViT: a local ImageNet-21k .npz to start f_D from
+  # On one CPU device, run convolutions on oneDNN when it is installed (models/onednn.py).
+  c.model.cpu_onednn = True
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"

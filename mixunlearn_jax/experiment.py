@@ -121,7 +121,8 @@ class Seed:
     self.config, self.dataset, self.seed, self.mesh = config, dataset, seed, mesh
     self.dir = os.path.join(workdir, f"seed_{seed}")
     self.model = models.create(config.model.name, num_classes=dataset.num_classes,
-                               dtype=config.model.dtype, **config.model.kwargs)
+                               dtype=config.model.dtype, cpu_onednn=config.model.cpu_onednn,
+                               **config.model.kwargs)
     self.preprocess = data.Preprocess(dataset.mean, dataset.std, config.data.crop_padding,
                                       config.data.random_flip)
     self.split = self._split()

@@ -31,6 +31,7 @@ def test_cnn_results_have_every_key_and_positive_numbers(tmp_path):
               "examples_per_step", "memory"):
     assert key in loaded, key
   assert loaded["model"] == "cnn" and loaded["batch_size"] == 8
+  assert loaded["conv_path"] == "xla"  # 4 devices: no oneDNN
   assert loaded["num_params"] == 449_098
   assert "peak_bytes" in loaded["memory"]  # None on CPU
   for section, keys in REQUIRED.items():

@@ -1,5 +1,6 @@
 """Models: parameter counts from the spec, shapes, BatchNorm modes, MixBlock vs NumPy."""
 
+import functools
 import os
 import re
 import subprocess
@@ -198,6 +199,45 @@ def test_canonical_conv_matches_lax_values_and_gradients_inside_cond(kernel, pad
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel,padding,strides", [
+    (3, "SAME", (1, 1)), (3, ((1, 0), (0, 2)), (1, 1)), (1, "VALID", (1, 1)), (3, "SAME", (2, 2)),
+    (1, "SAME", (2, 2)), (5, ((2, 1), (0, 3)), (3, 2)), (7, "SAME", (2, 2))])
+def test_onednn_conv_matches_lax_values_and_gradients_inside_cond(kernel, padding, strides):
+  from jax import lax  # pylint: disable=g-import-not-at-top
+  from mixunlearn_jax.models import conv, onednn  # pylint: disable=g-import-not-at-top
+  assert onednn.available(), onednn.unavailable_reason()
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 26, 26, 3)), jnp.float32)  # outputs of 8x8 and more
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 4)), jnp.float32)
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+
+  def loss(fn, **kwargs):
+    return lambda x, w: jnp.sum(jnp.sin(fn(x, w, strides, padding, None, None, dn, **kwargs)))
+
+  ours = jax.value_and_grad(loss(conv.conv_general_dilated, onednn=True), (0, 1))
+  hlo = jax.jit(ours).lower(x, w).as_text()
+  for target in ("OnednnConvForward", "OnednnConvInputGrad", "OnednnConvKernelGrad"):
+    assert target in hlo
+  expected = jax.value_and_grad(loss(lax.conv_general_dilated), (0, 1))(x, w)
+  in_cond = jax.jit(lambda x, w: lax.cond(True, lambda: ours(x, w), lambda: expected))
+  for got in (ours(x, w), in_cond(x, w)):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_onednn_is_used_on_one_cpu_device_for_float32_maps_of_8_pixels_and_more():
+  from mixunlearn_jax.models import conv  # pylint: disable=g-import-not-at-top
+  w = jnp.ones((3, 3, 4, 4))
+  targets = lambda x: jax.jit(functools.partial(  # noqa: E731
+      conv.conv_general_dilated, window_strides=(1, 1), padding="SAME", onednn=True)).lower(
+          x, w.astype(x.dtype)).as_text().count("OnednnConvForward")
+  assert targets(jnp.ones((2, 8, 8, 4))) == 1
+  assert targets(jnp.ones((2, 4, 4, 4))) == 0  # small maps: Eigen is faster
+  assert targets(jnp.ones((2, 8, 8, 4), jnp.bfloat16)) == 0
+  # These tests run on 4 devices, where the custom calls would gather each batch.
+  assert jax.device_count() > 1 and models.default_conv() is conv.conv_general_dilated
+
+
 @pytest.mark.parametrize("rhs_dilation,groups", [((2, 2), 1), ((1, 1), 3)])
 def test_dilated_or_grouped_conv_falls_back_to_lax_with_its_padding(rhs_dilation, groups):
   from jax import lax  # pylint: disable=g-import-not-at-top
@@ -211,13 +251,16 @@ def test_dilated_or_grouped_conv_falls_back_to_lax_with_its_padding(rhs_dilation
                              lax.conv_general_dilated(x, w, *args), rtol=1e-6)
 
 
-@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
-def test_resnet_gradients_with_our_convolution_equal_lax(stem):
+@pytest.mark.parametrize("stem,onednn", [("cifar", False), ("imagenet", False),
+                                          ("cifar", True), ("imagenet", True)])
+def test_resnet_gradients_with_our_convolution_equal_lax(stem, onednn):
   # Every kind of convolution in one network: stride 1, stride 2 (3x3 and the
-  # 7x7 stem), the strided 1x1 shortcut; BatchNorm in train mode.
+  # 7x7 stem), the strided 1x1 shortcut; BatchNorm in train mode. With oneDNN,
+  # the maps of 8 pixels and more run on it, the smaller ones on XLA.
   from mixunlearn_jax.models import conv  # pylint: disable=g-import-not-at-top
   kwargs = dict(stage_sizes=(1, 1, 1), widths=(4, 8, 8), mix_stage=1, embed_dim=8, stem=stem)
-  ours = models.ResNet(conv_general_dilated=conv.conv_general_dilated, **kwargs)
+  ours = models.ResNet(
+      conv_general_dilated=functools.partial(conv.conv_general_dilated, onednn=onednn), **kwargs)
   reference = models.ResNet(conv_general_dilated=None, **kwargs)
   x = jax.random.normal(jax.random.key(1), (2, 17, 17, 3))
   variables = reference.init(jax.random.key(0), x)

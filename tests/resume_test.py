@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -16,8 +18,8 @@ def command(workdir):
           f"--workdir={workdir}"]
 
 
-def env():
-  return dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+def env(devices):
+  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 
 def metrics_of(workdir):
@@ -28,12 +30,14 @@ def metrics_of(workdir):
           for name, entry in models.items()}
 
 
-def test_sigkill_during_unlearning_then_rerun_gives_identical_metrics(tmp_path):
+# One device runs the convolutions on oneDNN (models/onednn.py), two on XLA's.
+@pytest.mark.parametrize("devices", [1, 2])
+def test_sigkill_during_unlearning_then_rerun_gives_identical_metrics(tmp_path, devices):
   reference, killed = tmp_path / "reference", tmp_path / "killed"
-  subprocess.run(command(reference), cwd=REPO, env=env(), check=True, capture_output=True,
+  subprocess.run(command(reference), cwd=REPO, env=env(devices), check=True, capture_output=True,
                  timeout=600)
 
-  process = subprocess.Popen(command(killed), cwd=REPO, env=env(), stdout=subprocess.DEVNULL,
+  process = subprocess.Popen(command(killed), cwd=REPO, env=env(devices), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
   pattern = str(killed / "seed_0" / "unlearn_mixunlearn_aware" / "checkpoints" / "1[05]")
   deadline = time.time() + 600
@@ -44,6 +48,6 @@ def test_sigkill_during_unlearning_then_rerun_gives_identical_metrics(tmp_path):
   assert glob.glob(pattern), "the run ended before unlearning wrote a checkpoint"
   assert not os.path.exists(killed / "results.json")
 
-  subprocess.run(command(killed), cwd=REPO, env=env(), check=True, capture_output=True,
+  subprocess.run(command(killed), cwd=REPO, env=env(devices), check=True, capture_output=True,
                  timeout=600)
   assert metrics_of(killed) == metrics_of(reference)

@@ -7,10 +7,12 @@ returns `(logits, features)` with at least `features['embed']` and
 
 import functools
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 
 from mixunlearn_jax.models import conv
+from mixunlearn_jax.models import onednn
 from mixunlearn_jax.models.cnn import CNN
 from mixunlearn_jax.models.mixblock import MixBlock, mix_images
 from mixunlearn_jax.models.resnet import ResNet, ResNet18
@@ -27,26 +29,44 @@ def names():
   return sorted(_REGISTRY)
 
 
-def create(name, *, num_classes=10, dtype="float32", **kwargs):
+def create(name, *, num_classes=10, dtype="float32", cpu_onednn=True, **kwargs):
   """Builds the classifier `name` ('cnn', 'resnet18', 'vit_b16', ...).
 
   On the CPU backend, convolutional models use `conv.conv_general_dilated`,
-  whose gradients stay fast inside `lax.cond` (see models/conv.py); pass
+  whose gradients stay fast inside `lax.cond` (see models/conv.py), through
+  oneDNN where `default_conv(cpu_onednn)` says so; pass
   `conv_general_dilated=None` to get lax's own.
   """
   if name not in _REGISTRY:
     raise ValueError(f"Unknown model {name!r}; known models: {', '.join(names())}.")
   if name in CONV_MODELS:
-    kwargs.setdefault("conv_general_dilated", default_conv())
+    kwargs.setdefault("conv_general_dilated", default_conv(cpu_onednn))
   return _REGISTRY[name](num_classes=num_classes, dtype=dtype_of(dtype), **kwargs)
 
 
 CONV_MODELS = ("cnn", "resnet18")
 
 
-def default_conv():
-  """The convolution for the current backend: ours on CPU, lax's elsewhere."""
-  return conv.conv_general_dilated if jax.default_backend() == "cpu" else None
+def default_conv(cpu_onednn=True):
+  """The convolution `create` gives convolutional models here (see `conv_path`)."""
+  return {"lax": None, "xla": conv.conv_general_dilated,
+          "onednn": functools.partial(conv.conv_general_dilated, onednn=True)}[conv_path(cpu_onednn)]
+
+
+def conv_path(cpu_onednn=True):
+  """'lax' off the CPU; on it 'onednn' or 'xla' (ours, on XLA's Eigen kernels).
+
+  oneDNN (models/onednn.py) needs `cpu_onednn`, the library and one device:
+  its custom calls have no partitioning rule, so over several devices XLA
+  would gather each batch onto every device.
+  """
+  if jax.default_backend() != "cpu":
+    return "lax"
+  if cpu_onednn and jax.device_count() == 1:
+    if onednn.available():
+      return "onednn"
+    logging.warning("Convolutions run on XLA's Eigen path: %s.", onednn.unavailable_reason())
+  return "xla"
 
 
 def dtype_of(name):

@@ -16,6 +16,10 @@ times slower than transposing the stored tensor; `_materialized` stops it.
 Strided convolutions take the same path: lax's input gradient dilates dy,
 another case XLA:CPU runs on its generic path, so ours is one stride-1
 convolution per phase of the stride (`_input_grad`).
+
+With `onednn=True`, float32 convolutions whose output is at least
+`ONEDNN_MIN_SIDE` pixels on a side run all three passes as oneDNN's direct
+convolutions instead (models/onednn.py), which skip Eigen's patch packing.
 """
 
 import functools
@@ -24,16 +28,23 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from mixunlearn_jax.models import onednn as onednn_lib
+
 _NHWC = ("NHWC", "HWIO", "NHWC")
+# On smaller maps Eigen's GEMM wins: ResNet-18's 3x3 512-channel convolution
+# at 4x4 takes 45-48 ms per pass in XLA and 63-64 ms in oneDNN (one core,
+# batch 96); at 8x8 and above oneDNN is faster (docs/performance.md, item 14).
+ONEDNN_MIN_SIDE = 8
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, precision=None):
+                         dimension_numbers=None, feature_group_count=1, precision=None, *,
+                         onednn=False):
   """Drop-in for flax.linen.Conv's `conv_general_dilated` (2-D, NHWC/HWIO).
 
   Undilated, ungrouped convolutions, strided or not, get gradients made of
-  canonical convolutions; every other case goes to `lax.conv_general_dilated`
-  unchanged.
+  canonical convolutions (or, with `onednn`, oneDNN's where it is faster);
+  every other case goes to `lax.conv_general_dilated` unchanged.
   """
   plain = (not _dilated(lhs_dilation) and not _dilated(rhs_dilation) and feature_group_count == 1
            and lhs.ndim == 4)
@@ -51,25 +62,39 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   pointwise = rhs.shape[:2] == (1, 1) and padding == ((0, 0), (0, 0))
   if pointwise:
     lhs, strides = lhs[:, ::strides[0], ::strides[1]], (1, 1)
-  return _conv(lhs, rhs, strides, padding, precision)
+  if onednn and not onednn_lib.available():
+    raise RuntimeError(f"oneDNN convolutions are unavailable: {onednn_lib.unavailable_reason()}.")
+  onednn = onednn and lhs.dtype == rhs.dtype == jnp.float32 and min(
+      _output_size(lhs.shape, rhs.shape, strides, padding)) >= ONEDNN_MIN_SIDE
+  return _conv(lhs, rhs, strides, padding, precision, onednn)
+
+
+def _output_size(x_shape, w_shape, strides, padding):
+  return [(n + lo + hi - k) // s + 1
+          for n, k, s, (lo, hi) in zip(x_shape[1:3], w_shape[:2], strides, padding)]
 
 
 def _dilated(dilation):
   return dilation is not None and any(d != 1 for d in dilation)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv(x, w, strides, padding, precision):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv(x, w, strides, padding, precision, onednn):
+  if onednn:
+    return onednn_lib.forward(x, w, strides, padding)
   return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_NHWC,
                                   precision=precision)
 
 
-def _conv_fwd(x, w, strides, padding, precision):
-  return _conv(x, w, strides, padding, precision), (x, w)
+def _conv_fwd(x, w, strides, padding, precision, onednn):
+  return _conv(x, w, strides, padding, precision, onednn), (x, w)
 
 
-def _conv_bwd(strides, padding, precision, residuals, dy):
+def _conv_bwd(strides, padding, precision, onednn, residuals, dy):
   x, w = residuals
+  if onednn:
+    return (onednn_lib.input_grad(dy, w, x.shape, strides, padding),
+            onednn_lib.kernel_grad(x, dy, w.shape, strides, padding))
   dx = _input_grad(dy, w, x.shape, strides, padding, precision)
   dw = _kernel_grad(x, dy, w, strides, padding, precision)
   return dx.astype(x.dtype), dw.astype(w.dtype)
