@@ -65,13 +65,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   if onednn and not onednn_lib.available():
     raise RuntimeError(f"oneDNN convolutions are unavailable: {onednn_lib.unavailable_reason()}.")
   onednn = onednn and lhs.dtype == rhs.dtype == jnp.float32 and min(
-      _output_size(lhs.shape, rhs.shape, strides, padding)) >= ONEDNN_MIN_SIDE
+      onednn_lib.output_size(lhs.shape, rhs.shape, strides, padding)) >= ONEDNN_MIN_SIDE
   return _conv(lhs, rhs, strides, padding, precision, onednn)
-
-
-def _output_size(x_shape, w_shape, strides, padding):
-  return [(n + lo + hi - k) // s + 1
-          for n, k, s, (lo, hi) in zip(x_shape[1:3], w_shape[:2], strides, padding)]
 
 
 def _dilated(dilation):

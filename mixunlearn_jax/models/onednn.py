@@ -48,10 +48,15 @@ def unavailable_reason():
 
 def forward(x, w, strides, padding):
   """NHWC x, HWIO w -> NHWC y; `padding` is ((lo, hi), (lo, hi))."""
-  size = [(n + lo + hi - k) // s + 1
-          for n, k, s, (lo, hi) in zip(x.shape[1:3], w.shape[:2], strides, padding)]
+  size = output_size(x.shape, w.shape, strides, padding)
   out = jax.ShapeDtypeStruct((x.shape[0], *size, w.shape[3]), x.dtype)
   return _call("forward", out, x, w, strides, padding)
+
+
+def output_size(x_shape, w_shape, strides, padding):
+  """(height, width) of a convolution's NHWC output."""
+  return [(n + lo + hi - k) // s + 1
+          for n, k, s, (lo, hi) in zip(x_shape[1:3], w_shape[:2], strides, padding)]
 
 
 def input_grad(dy, w, x_shape, strides, padding):
