@@ -20,11 +20,12 @@ for model in ${MODELS:-cnn resnet18}; do
 done
 python - "$out" <<'PY'
 import glob, json, sys
-print("| model | batch | dtype | unlearn pairs/s | steps/s | generator step ms | plain step ms | train images/s |")
-print("|---|---|---|---|---|---|---|---|")
+print("| model | batch | dtype | convolutions | unlearn pairs/s | steps/s | generator step ms | plain step ms | train images/s |")
+print("|---|---|---|---|---|---|---|---|---|")
 for path in sorted(glob.glob(f"{sys.argv[1]}/jax_*.json")):
   r = json.load(open(path)); u, t = r["unlearn_step"], r["train_step"]
-  print(f"| {r['model']} | {r['batch_size']} | {r['dtype']} | {u['examples_per_sec']:.1f} | "
+  print(f"| {r['model']} | {r['batch_size']} | {r['dtype']} | {r['conv_path']} | "
+        f"{u['examples_per_sec']:.1f} | "
         f"{u['steps_per_sec']:.2f} | {u['generator_step_ms']:.1f} | {u['plain_step_ms']:.1f} | "
         f"{t['examples_per_sec']:.1f} |")
 PY

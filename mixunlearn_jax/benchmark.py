@@ -361,7 +361,7 @@ def run(*, model_name="cnn", batch_size=32, dtype="float32", cpu_onednn=True, st
   if model_steps:
     model = models.create(model_name, num_classes=num_classes, dtype=dtype,
                           cpu_onednn=cpu_onednn)
-    results["conv_path"] = models.conv_path(cpu_onednn)
+    results["conv_path"] = models.conv_path(cpu_onednn, dtype)
     initial = jax.jit(lambda key: supervised.init_variables(model, key, image_shape),
                       out_shardings=parallel.replicated(mesh))(jax.random.key(seed))
     pair, batch = random_batches(seed, batch_size, image_shape, num_classes, mesh)

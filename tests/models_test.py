@@ -238,6 +238,14 @@ def test_onednn_is_used_on_one_cpu_device_for_float32_maps_of_8_pixels_and_more(
   assert jax.device_count() > 1 and models.default_conv() is conv.conv_general_dilated
 
 
+def test_asking_for_onednn_without_it_is_an_error_that_says_why(monkeypatch):
+  from mixunlearn_jax.models import conv, onednn  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(onednn, "_load", lambda: "no C++ compiler found (set CXX)")
+  with pytest.raises(RuntimeError, match="unavailable: no C\\+\\+ compiler found"):
+    conv.conv_general_dilated(jnp.ones((1, 8, 8, 1)), jnp.ones((3, 3, 1, 1)), (1, 1), "SAME",
+                              onednn=True)
+
+
 @pytest.mark.parametrize("rhs_dilation,groups", [((2, 2), 1), ((1, 1), 3)])
 def test_dilated_or_grouped_conv_falls_back_to_lax_with_its_padding(rhs_dilation, groups):
   from jax import lax  # pylint: disable=g-import-not-at-top

@@ -40,29 +40,30 @@ def create(name, *, num_classes=10, dtype="float32", cpu_onednn=True, **kwargs):
   if name not in _REGISTRY:
     raise ValueError(f"Unknown model {name!r}; known models: {', '.join(names())}.")
   if name in CONV_MODELS:
-    kwargs.setdefault("conv_general_dilated", default_conv(cpu_onednn))
+    kwargs.setdefault("conv_general_dilated", default_conv(cpu_onednn, dtype))
   return _REGISTRY[name](num_classes=num_classes, dtype=dtype_of(dtype), **kwargs)
 
 
 CONV_MODELS = ("cnn", "resnet18")
 
 
-def default_conv(cpu_onednn=True):
+def default_conv(cpu_onednn=True, dtype="float32"):
   """The convolution `create` gives convolutional models here (see `conv_path`)."""
   return {"lax": None, "xla": conv.conv_general_dilated,
-          "onednn": functools.partial(conv.conv_general_dilated, onednn=True)}[conv_path(cpu_onednn)]
+          "onednn": functools.partial(conv.conv_general_dilated, onednn=True)}[
+              conv_path(cpu_onednn, dtype)]
 
 
-def conv_path(cpu_onednn=True):
+def conv_path(cpu_onednn=True, dtype="float32"):
   """'lax' off the CPU; on it 'onednn' or 'xla' (ours, on XLA's Eigen kernels).
 
-  oneDNN (models/onednn.py) needs `cpu_onednn`, the library and one device:
-  its custom calls have no partitioning rule, so over several devices XLA
-  would gather each batch onto every device.
+  oneDNN (models/onednn.py) needs `cpu_onednn`, float32, the library and one
+  device: its custom calls have no partitioning rule, so over several
+  devices XLA would gather each batch onto every device.
   """
   if jax.default_backend() != "cpu":
     return "lax"
-  if cpu_onednn and jax.device_count() == 1:
+  if cpu_onednn and dtype == "float32" and jax.device_count() == 1:
     if onednn.available():
       return "onednn"
     logging.warning("Convolutions run on XLA's Eigen path: %s.", onednn.unavailable_reason())

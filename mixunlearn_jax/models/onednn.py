@@ -80,7 +80,7 @@ def _load():
   if sys.platform != "linux":
     return f"the oneDNN wheels are for Linux, not {sys.platform}"
   root = next((p for p in (sys.prefix, site.USER_BASE)
-               if (pathlib.Path(p) / "include" / "dnnl.hpp").exists()
+               if p and (pathlib.Path(p) / "include" / "dnnl.hpp").exists()
                and (pathlib.Path(p) / "lib" / "libdnnl.so").exists()), None)
   if root is None:
     return "oneDNN is not installed (pip install onednn-devel-cpu-gomp==2023.2.0)"
