@@ -1,5 +1,11 @@
 // oneDNN's direct convolutions as XLA FFI custom calls (CPU): NHWC activations,
 // HWIO kernels, float32. Three targets: forward, input gradient, kernel gradient.
+//
+// XLA:CPU runs convolutions as GEMMs over image patches packed by Eigen; these
+// need no patches (docs/performance.md, item 14). The activations are used in
+// place (oneDNN's kernels take NHWC); the kernel is reordered to and from the
+// blocked layout oneDNN picks, since with HWIO kept it falls back to its own
+// GEMM path. models/onednn.py compiles this file and registers the targets.
 #include <cstdint>
 #include <memory>
 #include <mutex>
