@@ -46,8 +46,9 @@ def jax_intervals(model_name, batch_size, seed, conv):
   mesh = parallel.make_mesh()
   channels, height, width = pytorch_reference.IMAGE_SHAPE[model_name]
   image_shape = (height, width, channels)
-  if conv == "onednn" and not models.onednn.available():
-    raise SystemExit(f"--jax_convs=onednn: {models.onednn.unavailable_reason()}")
+  path = models.conv_path(cpu_onednn=conv == "onednn")
+  if path != conv:
+    raise SystemExit(f"--jax_convs={conv}: here convolutions run on {path} (models.conv_path)")
   model = models.create(model_name, cpu_onednn=conv == "onednn")
   initial = jax.jit(lambda key: supervised.init_variables(model, key, image_shape),
                     out_shardings=parallel.replicated(mesh))(jax.random.key(seed))

@@ -430,7 +430,8 @@ def main(argv):
     dataset = load_dataset(FLAGS.dataset, data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir,
                            mock_data=FLAGS.mock_data)
   results = run(model_name=FLAGS.model, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype,
-                cpu_onednn=FLAGS.cpu_onednn, steps=FLAGS.steps, warmup=FLAGS.warmup, image_size=FLAGS.image_size,
+                cpu_onednn=FLAGS.cpu_onednn, steps=FLAGS.steps, warmup=FLAGS.warmup,
+                image_size=FLAGS.image_size,
                 num_classes=FLAGS.num_classes, label_aware=FLAGS.label_aware, seed=FLAGS.seed,
                 model_steps=FLAGS.model_steps, dataset=dataset,
                 pipeline_batches=FLAGS.pipeline_batches, pipeline_warmup=FLAGS.pipeline_warmup,

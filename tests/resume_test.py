@@ -34,8 +34,9 @@ def metrics_of(workdir):
 @pytest.mark.parametrize("devices", [1, 2])
 def test_sigkill_during_unlearning_then_rerun_gives_identical_metrics(tmp_path, devices):
   reference, killed = tmp_path / "reference", tmp_path / "killed"
-  subprocess.run(command(reference), cwd=REPO, env=env(devices), check=True, capture_output=True,
-                 timeout=600)
+  first = subprocess.run(command(reference), cwd=REPO, env=env(devices), check=True,
+                         capture_output=True, text=True, timeout=600)
+  assert ("oneDNN convolutions enabled" in first.stderr) == (devices == 1)
 
   process = subprocess.Popen(command(killed), cwd=REPO, env=env(devices), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)

@@ -34,7 +34,7 @@ def create(name, *, num_classes=10, dtype="float32", cpu_onednn=True, **kwargs):
 
   On the CPU backend, convolutional models use `conv.conv_general_dilated`,
   whose gradients stay fast inside `lax.cond` (see models/conv.py), through
-  oneDNN where `default_conv(cpu_onednn)` says so; pass
+  oneDNN where `conv_path(cpu_onednn, dtype)` says so; pass
   `conv_general_dilated=None` to get lax's own.
   """
   if name not in _REGISTRY:

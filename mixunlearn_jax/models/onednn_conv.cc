@@ -53,19 +53,20 @@ struct Primitive {
   memory::desc kernel, scratchpad;
 };
 
-dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g) {
+// A scratchpad per call (not the library's, shared per primitive) keeps
+// concurrent calls of one cached primitive safe.
+dnnl::primitive_attr UserScratchpad() {
   dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);  // one per call: thread-safe
-  return {Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-          g.XDesc(), g.WDesc(memory::format_tag::any), g.YDesc(), g.strides, g.pad_lo,
-          g.pad_hi, attr};
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
 }
 
 std::unique_ptr<Primitive> Create(Kind kind, const Geometry& g) {
-  auto forward = ForwardDesc(g);
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   auto any = g.WDesc(memory::format_tag::any);
+  auto attr = UserScratchpad();
+  dnnl::convolution_forward::primitive_desc forward(
+      Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+      g.XDesc(), any, g.YDesc(), g.strides, g.pad_lo, g.pad_hi, attr);
   switch (kind) {
     case Kind::kForward:
       return std::make_unique<Primitive>(Primitive{dnnl::convolution_forward(forward),
