@@ -52,19 +52,23 @@ def jax_intervals(model_name, batch_size, seed, conv):
   model = models.create(model_name, cpu_onednn=conv == "onednn")
   initial = jax.jit(lambda key: supervised.init_variables(model, key, image_shape),
                     out_shardings=parallel.replicated(mesh))(jax.random.key(seed))
-  pair, _ = benchmark.random_batches(seed, batch_size, image_shape, 10, mesh)
-  hp = config_lib.base_config().unlearn
-  jitted, state = benchmark.unlearn_program(
-      model, initial, hp, image_shape=image_shape, num_classes=10, batch_size=batch_size,
-      mesh=mesh, label_aware=False, seed=seed)
-  compiled = jitted.lower(state, pair, initial).compile()
-  box = [state]
+  config = config_lib.base_config()
+  config.batch_size = batch_size
+  _, program, frozen = benchmark.method_program(
+      "mixunlearn_agnostic", model, initial, config=config, image_shape=image_shape,
+      num_classes=10, mesh=mesh, seed=seed, num_forget=5923, num_remain=54077)
+  phase = program.phases[0]
+  pair = benchmark.random_batch(phase.stream, seed, image_shape, 10, mesh)
+  compiled, _ = benchmark.compile_step(parallel.jit_step(phase.step, mesh, num_frozen=1),
+                                       program.state, pair, frozen)
+  box = [program.state]
+  interval = config.mixunlearn.gen_interval
 
   def run(n):
-    box[0], seconds = benchmark.time_steps(compiled, box[0], (pair, initial), warmup=0,
-                                           steps=n * hp.gen_interval)
+    box[0], seconds = benchmark.time_steps(compiled, box[0], (pair, frozen), warmup=0,
+                                           steps=n * interval)
     return sum(seconds)
-  return run, hp.gen_interval
+  return run, interval
 
 
 def torch_intervals(model_name, batch_size, seed, num_threads, gen_interval):

@@ -21,8 +21,8 @@ def get_config():
   c.eval_batch_size = 120
   c.pretrain.epochs = 20
   c.retrain.epochs = 20
-  c.unlearn.epochs = 20
-  c.unlearn.lr = 5e-4
+  c.mixunlearn.epochs = 20
+  c.mixunlearn.lr = 5e-4
   c.checkpoint_every_steps = 200
   c.log_every_steps = 50
   return c

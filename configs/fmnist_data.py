@@ -21,5 +21,5 @@ from mixunlearn_jax import config
 
 def get_config():
   c = config.paper_config("fashion_mnist", "data")
-  c.unlearn.tau_real = 4.0
+  c.mixunlearn.tau_real = 4.0
   return c

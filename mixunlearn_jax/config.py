@@ -2,10 +2,12 @@
 
 Every field a user might change lives here. Config files call
 `base_config()` and set what differs, so a typo in an override
-(`--config.unlearn.tau_mxi=5`) is an error naming the field.
+(`--config.mixunlearn.tau_mxi=5`) is an error naming the field.
 """
 
 import ml_collections
+
+from mixunlearn_jax import methods
 
 
 def base_config():
@@ -49,20 +51,10 @@ def base_config():
     stage.reuse_workdir = ""  # take this stage's finished model from another workdir
     c[name] = stage
 
-  # MixUnlearn (spec §4); both label modes read this section.
-  c.unlearn = ml_collections.ConfigDict()
-  c.unlearn.epochs = 20  # an epoch is one pass over D_f
-  c.unlearn.lr = 5e-5
-  c.unlearn.generator_lr = 1e-4
-  c.unlearn.gen_interval = 4
-  c.unlearn.alpha = 0.75
-  c.unlearn.per_sample_lambda = False
-  c.unlearn.tau_gen = 1.0
-  c.unlearn.tau_mix = 20.0
-  c.unlearn.tau_real = 20.0
-  c.unlearn.omega = 10.0
-  c.unlearn.sharpen_temperature = 0.3  # 0 disables Sharpen (ablation)
-  c.unlearn.batchnorm_train = False  # LAF protocol: BatchNorm statistics frozen
+  # One section per method, named after it, with its defaults (methods/<name>.py):
+  # mixunlearn (spec §4; both label modes), neggrad, scrub, randlabel, ...
+  for section, defaults in methods.sections().items():
+    c[section] = defaults()
 
   c.asr = ml_collections.ConfigDict()
   c.asr.trees = 100  # boosting iterations of the attacker
@@ -86,6 +78,29 @@ def paper_config(dataset, setup):
   c = base_config()
   c.data.name, c.setup, c.model.name = dataset, setup, preset["model"]
   c.data.crop_padding, c.data.random_flip = preset["augment"]
-  for stage in ("pretrain", "retrain", "unlearn"):
-    c[stage].epochs, c[stage].lr = preset[stage]
+  for stage, section in [("pretrain", "pretrain"), ("retrain", "retrain"),
+                         ("unlearn", "mixunlearn")]:
+    c[section].epochs, c[section].lr = preset[stage]
   return c
+
+
+def parse_override(text, config):
+  """'mixunlearn.alpha=0.3,0.75' -> ('mixunlearn.alpha', [0.3, 0.75]), typed like the field."""
+  field, _, values = text.partition("=")
+  current = config
+  for part in field.split("."):
+    if part not in current:
+      raise ValueError(f"{field!r} is not a config field.")
+    current = current[part]
+  kind = type(current)
+  return field, [kind(v) if kind is not bool else v.lower() == "true" for v in values.split(",")]
+
+
+def set_field(config, field, values):
+  """Sets dotted `field` of `config` to `values[0]` (the form `parse_override` returns)."""
+  if len(values) != 1:
+    raise ValueError(f"{field}: one value expected, got {values}.")
+  *parents, leaf = field.split(".")
+  for part in parents:
+    config = config[part]
+  config[leaf] = values[0]

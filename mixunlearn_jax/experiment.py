@@ -1,19 +1,23 @@
-"""The whole job of spec §1 for every seed: pretrain, retrain, unlearn, evaluate.
+"""The whole job of spec §1 for every seed: split, pretrain, retrain, unlearn, evaluate.
 
     from mixunlearn_jax import config, experiment
     experiment.run(config.base_config(), "runs/demo")
 
 Layout of a workdir:
-    config.json                       the resolved config (a rerun must match it,
-                                      except for the seeds)
+    config.json                       the resolved config of the latest run
+    seed_<s>/identity.json            the config fields each stage was made with
     seed_<s>/split.npz                forget/remain indices and training labels
     seed_<s>/<stage>/checkpoints/     Orbax checkpoints (pretrain, retrain,
-                                      unlearn_<method>) and TensorBoard events
+                                      unlearn_<method>[/<phase>]) and TensorBoard events
     seed_<s>/eval/<model>.json        metrics, stage time and throughput
     results.json, results.md          mean ± std over seeds, gap to Retrain
-Every stage and evaluation is skipped when finished and resumed when not.
+Every stage and evaluation is skipped when finished and resumed when not. A
+rerun may add methods and seeds or change operational fields; a stage whose
+own fields changed is refused, or with `overwrite` deleted and redone
+(engine/identity.py).
 """
 
+import dataclasses
 import functools
 import json
 import os
@@ -28,29 +32,63 @@ import optax
 from mixunlearn_jax import data
 from mixunlearn_jax import methods
 from mixunlearn_jax import models
+from mixunlearn_jax.engine import identity
 from mixunlearn_jax.engine import loop
 from mixunlearn_jax.engine import parallel
 from mixunlearn_jax.engine import supervised
 from mixunlearn_jax.evaluation import metrics
 from mixunlearn_jax.evaluation import report
 
+INITIAL, RETRAIN = "initial", "retrain"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """What every seed of a run shares."""
+  config: object
+  workdir: str
+  dataset: data.Dataset
+  mesh: object
+  model: object
+  preprocess: data.Preprocess
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """A stage's model: what evaluation predicts with, and how the stage ran."""
+  result: object  # classifier variables, or a method's own result
+  stage: loop.StageResult
+  predict: object = None  # predict(result, images) -> probabilities; None: the classifier's
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedRun:
+  """One seed of a job: its folder and its split."""
+  job: Job
+  seed: int
+  dir: str
+  split: data.Split
+
 
 def run(config, workdir, *, overwrite=False):
   """Runs (or resumes) the job of `config` in `workdir`; returns the results dict."""
   parallel.maybe_initialize_distributed()
   validate(config)
-  prepare_workdir(config, workdir, overwrite)
   mesh = parallel.make_mesh()
   for field in ("batch_size", "eval_batch_size"):
     parallel.check_batch_size(config[field], mesh, field)
+  prepare_workdir(config, workdir, overwrite)
   dataset = data.load(config.data.name, data_dir=config.data.data_dir,
                       manual_dir=config.data.manual_dir, image_size=config.data.image_size or None,
                       download=config.data.download)
   logging.info("%s: %d training / %d test images of shape %s on %d devices.", dataset.name,
                len(dataset.train_labels), len(dataset.test_labels), dataset.image_shape,
                jax.device_count())
+  job = Job(config, workdir, dataset, mesh, create_model(config, dataset),
+            data.Preprocess(dataset.mean, dataset.std, config.data.crop_padding,
+                            config.data.random_flip))
   for seed in config.seeds:
-    Seed(config, dataset, seed, workdir, mesh).run()
+    run_seed(job, seed)
   if jax.process_index() == 0:
     return report.rebuild(workdir, metrics.metric_names(config.setup))
   return None
@@ -68,45 +106,91 @@ def validate(config):
     method = methods.get(name)
     if config.setup == "noisy" and not method.uses_labels:
       raise ValueError(f"The noisy setup is for label-aware methods only; remove {name!r}.")
+    method.hyperparameters(config)  # raises for a variant's unknown field
   if not config.seeds:
     raise ValueError("seeds is empty; give at least one seed.")
 
 
+def create_model(config, dataset):
+  return models.create(config.model.name, num_classes=dataset.num_classes,
+                       dtype=config.model.dtype, cpu_onednn=config.model.cpu_onednn,
+                       **config.model.kwargs)
+
+
+# -- the workdir and its stages' identities ---------------------------------------------
+
+
+def stage_identities(config):
+  """{stage: {field: value}} for every stage and evaluation this config runs."""
+  stages = {identity.SPLIT: identity.stage_fields(config, identity.SPLIT)}
+  for stage in (identity.PRETRAIN, identity.RETRAIN):
+    stages[stage] = identity.stage_fields(config, stage)
+  for name in config.methods:
+    stages[f"unlearn_{name}"] = identity.stage_fields(config, name, methods.get(name))
+  models_of = {INITIAL: identity.PRETRAIN, RETRAIN: identity.RETRAIN,
+               **{name: f"unlearn_{name}" for name in config.methods}}
+  for name, stage in models_of.items():
+    stages[f"eval/{name}"] = identity.evaluation_fields(config, stages[stage])
+  return stages
+
+
+def _stage_paths(seed_dir, stage):
+  if stage == identity.SPLIT:
+    return [os.path.join(seed_dir, "split.npz")]
+  if stage.startswith("eval/"):
+    name = stage.removeprefix("eval/")
+    return [os.path.join(seed_dir, "eval", f"{name}{suffix}")
+            for suffix in (".json", "_losses.npz", "_samples.npz")]
+  return [os.path.join(seed_dir, stage)]
+
+
 def prepare_workdir(config, workdir, overwrite):
-  """Refuses a workdir that holds a run of another config, unless `overwrite`.
+  """Checks every recorded stage against `config`; refuses, or deletes the changed ones.
 
-  `seeds` may differ: every seed has its own folder, so a rerun with more
-  seeds extends a run, and one process per seed may share a workdir (a last
-  run with all the seeds then finds every stage done and writes the table).
+  A stage whose recorded fields differ from this config's is refused with
+  the fields' names, unless `overwrite`, which deletes just those stages.
+  Then writes config.json (process 0).
   """
+  expected = stage_identities(config)
+  stale = {}
+  for seed in config.seeds:
+    recorded = identity.read(os.path.join(workdir, f"seed_{seed}"))
+    for stage, fields in expected.items():
+      changed = identity.differing(recorded.get(stage, {}), fields)
+      if changed:
+        stale.setdefault(seed, {})[stage] = changed
+  if stale and not overwrite:
+    lines = "; ".join(f"seed {seed}: {stage} ({', '.join(fields)})"
+                      for seed, stages in stale.items() for stage, fields in stages.items())
+    raise ValueError(f"{workdir} holds stages made with other values of fields they depend "
+                     f"on: {lines}. Use another --workdir, or pass --overwrite to delete and "
+                     "redo just those stages.")
+  if jax.process_index() != 0:
+    return
+  for seed, stages in stale.items():
+    seed_dir = os.path.join(workdir, f"seed_{seed}")
+    for stage in stages:
+      logging.info("Deleting seed %d's %s: its fields changed.", seed, stage)
+      for path in _stage_paths(seed_dir, stage):
+        shutil.rmtree(path) if os.path.isdir(path) else _remove(path)
+      identity.forget(seed_dir, stage)
+  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
-  resolved = json.loads(config.to_json_best_effort())
+  # Written whole and renamed, so that processes sharing the workdir never
+  # read a half-written file.
+  with open(f"{path}.{os.getpid()}.tmp", "w") as f:
+    json.dump(json.loads(config.to_json_best_effort()), f, indent=2)
+  os.replace(f"{path}.{os.getpid()}.tmp", path)
+
+
+def _remove(path):
   if os.path.exists(path):
-    with open(path) as f:
-      previous = json.load(f)
-    changed = sorted(set(_diff(previous, resolved)) - {"seeds"})
-    if changed:
-      if not overwrite:
-        raise ValueError(f"{workdir} holds a run of another config (differs in {changed}). "
-                         "Use another --workdir, or pass --overwrite to delete that run.")
-      if jax.process_index() == 0:
-        shutil.rmtree(workdir)
+    os.remove(path)
+
+
+def _record(run_, stage):
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    # Written whole and renamed, so that processes sharing the workdir never
-    # read a half-written file.
-    with open(f"{path}.{os.getpid()}.tmp", "w") as f:
-      json.dump(resolved, f, indent=2)
-    os.replace(f"{path}.{os.getpid()}.tmp", path)
-
-
-def _diff(a, b, prefix=""):
-  for key in set(a) | set(b):
-    x, y = a.get(key), b.get(key)
-    if isinstance(x, dict) and isinstance(y, dict):
-      yield from _diff(x, y, f"{prefix}{key}.")
-    elif x != y:
-      yield prefix + key
+    identity.record(run_.dir, stage, stage_identities(run_.job.config)[stage])
 
 
 def derive_seed(seed, name):
@@ -114,175 +198,247 @@ def derive_seed(seed, name):
   return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**31
 
 
-class Seed:
-  """One seed's stages; each returns classifier variables and a timing record."""
+# -- one seed ---------------------------------------------------------------------------
 
-  def __init__(self, config, dataset, seed, workdir, mesh):
-    self.config, self.dataset, self.seed, self.mesh = config, dataset, seed, mesh
-    self.dir = os.path.join(workdir, f"seed_{seed}")
-    self.model = models.create(config.model.name, num_classes=dataset.num_classes,
-                               dtype=config.model.dtype, cpu_onednn=config.model.cpu_onednn,
-                               **config.model.kwargs)
-    self.preprocess = data.Preprocess(dataset.mean, dataset.std, config.data.crop_padding,
-                                      config.data.random_flip)
-    self.split = self._split()
-    self._initial = None
 
-  def run(self):
-    """Trains, unlearns and evaluates whatever is not finished yet."""
-    self._evaluated("initial", self.initial)
-    self._evaluated("retrain", functools.partial(self._supervised, "retrain", self.split.remain))
-    for name in self.config.methods:
-      self._evaluated(name, functools.partial(self._unlearn, name))
+def run_seed(job, seed):
+  """Trains, unlearns and evaluates whatever of `seed` is not finished yet."""
+  run_ = SeedRun(job, seed, os.path.join(job.workdir, f"seed_{seed}"), make_split(job, seed))
+  initial = functools.cache(functools.partial(pretrain, run_))
+  evaluate(run_, INITIAL, initial)
+  evaluate(run_, RETRAIN, functools.partial(retrain, run_))
+  for name in job.config.methods:
+    evaluate(run_, name, functools.partial(unlearn, run_, name, initial))
 
-  def initial(self):
-    """f_D: trained on D (or restored once finished); computed once per Seed."""
-    if self._initial is None:
-      self._initial = self._supervised("pretrain", np.arange(len(self.split.train_labels)))
-    return self._initial
 
-  # -- data ------------------------------------------------------------------
+def make_split(job, seed):
+  """The seed's split, saved on first use; a saved one must equal what the config gives."""
+  c, seed_dir = job.config, os.path.join(job.workdir, f"seed_{seed}")
+  path = os.path.join(seed_dir, "split.npz")
+  split = data.make_split(
+      c.setup, job.dataset.train_labels, num_classes=job.dataset.num_classes, seed=seed,
+      forget_class=c.forget_class, forget_classes=c.forget_classes,
+      forget_fraction=c.forget_fraction, noisy_classes=c.noisy_classes,
+      noisy_fraction=c.noisy_fraction, unlabelled_fraction=c.unlabelled_fraction)
+  if os.path.exists(path):
+    saved = data.Split.load(path)
+    if not (saved.forget.tolist() == split.forget.tolist()
+            and saved.train_labels.tolist() == split.train_labels.tolist()):
+      raise ValueError(f"{path} does not match the split this config and seed give.")
+    return saved
+  if jax.process_index() == 0:
+    os.makedirs(seed_dir, exist_ok=True)
+    split.save(path)
+    identity.record(seed_dir, identity.SPLIT, stage_identities(c)[identity.SPLIT])
+  return split
 
-  def _split(self):
-    path = os.path.join(self.dir, "split.npz")
-    c = self.config
-    split = data.make_split(
-        c.setup, self.dataset.train_labels, num_classes=self.dataset.num_classes, seed=self.seed,
-        forget_class=c.forget_class, forget_classes=c.forget_classes,
-        forget_fraction=c.forget_fraction, noisy_classes=c.noisy_classes,
-        noisy_fraction=c.noisy_fraction, unlabelled_fraction=c.unlabelled_fraction)
-    if os.path.exists(path):
-      saved = data.Split.load(path)
-      if not (saved.forget.tolist() == split.forget.tolist()
-              and saved.train_labels.tolist() == split.train_labels.tolist()):
-        raise ValueError(f"{path} does not match the split this config and seed give.")
-      return saved
-    if jax.process_index() == 0:
-      os.makedirs(self.dir, exist_ok=True)
-      split.save(path)
-    return split
 
-  def _device_batches(self, pipeline_fn, **kwargs):
-    sharding = parallel.data_sharded(self.mesh)
-    return lambda start: parallel.device_prefetch(pipeline_fn(start_step=start, **kwargs), sharding)
+def stage(run_, name, **kwargs):
+  """loop.run_stage in the seed's folder `name`, with the config's intervals."""
+  c = run_.job.config
+  return loop.run_stage(name=f"seed {run_.seed} / {name}",
+                        directory=os.path.join(run_.dir, name),
+                        checkpoint_every=c.checkpoint_every_steps, log_every=c.log_every_steps,
+                        write_summaries=jax.process_index() == 0, **kwargs)
 
-  # -- stages ----------------------------------------------------------------
 
-  def _stage(self, name, **kwargs):
-    directory = os.path.join(self.dir, name)
-    return loop.run_stage(name=f"seed {self.seed} / {name}", directory=directory,
-                          checkpoint_every=self.config.checkpoint_every_steps,
-                          log_every=self.config.log_every_steps,
-                          write_summaries=jax.process_index() == 0, **kwargs)
+def device_batches(run_, pipeline_fn, **kwargs):
+  """batches(start_step) -> device batches of `pipeline_fn`, prefetched onto the mesh."""
+  sharding = parallel.data_sharded(run_.job.mesh)
+  return lambda start: parallel.device_prefetch(pipeline_fn(start_step=start, **kwargs), sharding)
 
-  def _supervised(self, stage, indices):
-    """Trains a classifier from scratch on `indices` (pretrain: D, retrain: D_r)."""
-    section = self.config[stage]
-    if section.reuse_workdir:
-      return self._reused(stage, section.reuse_workdir)
-    tx = optax.adam(section.lr)
-    key = jax.random.key(derive_seed(self.seed, stage))
-    state = supervised.create_train_state(self.model, tx, key, self.dataset.image_shape, self.mesh)
-    batch_size = self.config.batch_size
-    num_steps = section.epochs * data.steps_per_epoch(len(indices), batch_size)
-    result = self._stage(
-        stage, state=state, num_steps=num_steps, examples_per_step=batch_size,
-        step_fn=parallel.jit_step(supervised.train_step, self.mesh, model=self.model, tx=tx),
-        batches=self._device_batches(
-            data.train_pipeline, images=self.dataset.train_images,
-            labels=self.split.train_labels, indices=indices, batch_size=batch_size,
-            num_steps=num_steps, seed=derive_seed(self.seed, stage), preprocess=self.preprocess))
-    return result.state.variables, result
 
-  def _reused(self, stage, other_workdir):
-    """Loads a finished stage of another workdir trained on the same data.
+# -- supervised stages --------------------------------------------------------------------
 
-    f_D only needs the same training labels (so a class-setup run can lend it
-    to a data-setup run); Retrain also needs the same forget set.
-    """
-    other = os.path.join(other_workdir, f"seed_{self.seed}")
-    saved = data.Split.load(os.path.join(other, "split.npz"))
-    same = saved.train_labels.tolist() == self.split.train_labels.tolist()
-    if stage == "retrain":
-      same = same and saved.forget.tolist() == self.split.forget.tolist()
-    if not same:
-      raise ValueError(f"{other} trained {stage} on other data; it cannot be reused here.")
-    tx = optax.adam(self.config[stage].lr)
-    state = supervised.create_train_state(self.model, tx, jax.random.key(0),
-                                          self.dataset.image_shape, self.mesh)
-    result = loop.restore_finished(os.path.join(other, stage), state)
-    return result.state.variables, result
 
-  def _unlearn(self, name):
-    initial, _ = self.initial()
-    method = methods.get(name)
-    ctx = methods.UnlearnContext(
-        model=self.model, initial=initial, image_shape=self.dataset.image_shape,
-        num_classes=self.dataset.num_classes, num_forget=len(self.split.forget),
-        num_remain=len(self.split.remain), batch_size=self.config.batch_size,
-        config=self.config[method.config_key], seed=derive_seed(self.seed, name),
-        mesh=self.mesh, run_stage=self._stage)
-    program = method.build(ctx)
-    step = parallel.jit_step(program.step, self.mesh, num_frozen=1)
-    batches = self._device_batches(
-        data.paired_pipeline, images=self.dataset.train_images, labels=self.split.train_labels,
-        forget=self.split.forget, remain=self.split.remain, batch_size=self.config.batch_size,
-        num_steps=program.num_steps, seed=derive_seed(self.seed, name),
-        preprocess=self.preprocess, with_labels=method.uses_labels)
-    result = self._stage(
-        f"unlearn_{name}", state=program.state, num_steps=program.num_steps,
-        examples_per_step=self.config.batch_size,
-        step_fn=lambda state, batch: step(state, batch, initial), batches=batches)
-    if program.samples:
-      samples = jax.device_get(program.samples(result.state, next(batches(0)), initial))
-      self._save(f"{name}_samples.npz", samples)
-    return program.classifier(result.state), result
+def initial_key(run_, stage_name):
+  return jax.random.key(derive_seed(run_.seed, stage_name))
 
-  # -- evaluation ------------------------------------------------------------
 
-  def _evaluated(self, name, train):
-    """Evaluates model `name`, trained by `train()`, unless that is done already.
+def theta0(run_):
+  """The variables pretraining starts from (θ_0), recomputed from the same key."""
+  job = run_.job
+  init = functools.partial(supervised.init_variables, job.model,
+                           image_shape=job.dataset.image_shape)
+  return jax.jit(init, out_shardings=parallel.replicated(job.mesh))(
+      initial_key(run_, identity.PRETRAIN))
 
-    Writes eval/<name>.json (metrics, stage time, throughput) last, so its
-    presence marks the evaluation finished, and eval/<name>_losses.npz, the
-    per-sample cross-entropy on D_f and the test set for the report's plots.
-    """
-    if os.path.exists(os.path.join(self.dir, "eval", f"{name}.json")):
-      return
-    variables, result = train()
-    train_probs, test_probs = self._probs(variables)
-    scores, attack = metrics.evaluate(
-        train_probs, test_probs, setup=self.config.setup, split=self.split,
-        test_labels=self.dataset.test_labels, forget_class=self.config.forget_class,
-        attack_sets=metrics.AttackSets.make(self.split.forget, self.split.remain,
-                                            len(self.dataset.test_labels), self.seed),
-        seed=self.seed, trees=self.config.asr.trees)
-    record = {"metrics": scores, "attack": attack, "seconds": result.seconds,
-              "examples_per_sec": result.examples_per_sec}
-    logging.info("seed %d / %s: %s", self.seed, name,
-                 ", ".join(f"{k}={v:.2f}" for k, v in record["metrics"].items()))
-    self._save(f"{name}_losses.npz", {
-        "forget": metrics.per_sample_cross_entropy(train_probs[self.split.forget],
-                                                   self.split.train_labels[self.split.forget]),
-        "test": metrics.per_sample_cross_entropy(test_probs, self.dataset.test_labels)})
-    self._save(f"{name}.json", record)
 
-  def _probs(self, variables):
-    predict = metrics.make_predict(self.model, self.mesh)
-    return [metrics.predict_probs(predict, variables, images, labels, np.arange(len(labels)),
-                                  batch_size=self.config.eval_batch_size,
-                                  preprocess=self.preprocess, mesh=self.mesh)
-            for images, labels in [(self.dataset.train_images, self.split.train_labels),
-                                   (self.dataset.test_images, self.dataset.test_labels)]]
+def pretrain(run_):
+  """f_D on all of D."""
+  return supervised_stage(run_, identity.PRETRAIN, np.arange(len(run_.split.train_labels)))
 
-  def _save(self, filename, content):
-    """Writes eval/<filename> (.json or .npz) from process 0."""
-    if jax.process_index() != 0:
-      return
-    path = os.path.join(self.dir, "eval", filename)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if filename.endswith(".json"):
-      with open(path, "w") as f:
-        json.dump(content, f, indent=2)
-    else:
-      np.savez(path, **content)
+
+def retrain(run_):
+  """The gold standard on D_r."""
+  return supervised_stage(run_, identity.RETRAIN, run_.split.remain)
+
+
+def supervised_stage(run_, name, indices):
+  """Trains a classifier from scratch on `indices` (or reuses one of another workdir)."""
+  job, section = run_.job, run_.job.config[name]
+  if section.reuse_workdir:
+    return reused(run_, name, section.reuse_workdir)
+  _record(run_, name)
+  tx = optax.adam(section.lr)
+  state = supervised.create_train_state(job.model, tx, initial_key(run_, name),
+                                        job.dataset.image_shape, job.mesh)
+  batch_size = job.config.batch_size
+  num_steps = section.epochs * data.steps_per_epoch(len(indices), batch_size)
+  result = stage(
+      run_, name, state=state, num_steps=num_steps, examples_per_step=batch_size,
+      step_fn=parallel.jit_step(supervised.train_step, job.mesh, model=job.model, tx=tx),
+      batches=device_batches(
+          run_, data.train_pipeline, images=job.dataset.train_images,
+          labels=run_.split.train_labels, indices=indices, batch_size=batch_size,
+          num_steps=num_steps, seed=derive_seed(run_.seed, name), preprocess=job.preprocess))
+  return Trained(result.state.variables, result)
+
+
+def reused(run_, name, other_workdir):
+  """Loads a finished stage of another workdir trained on the same data.
+
+  f_D only needs the same training labels (so a class-setup run can lend it
+  to a data-setup run); Retrain also needs the same forget set.
+  """
+  job = run_.job
+  other = os.path.join(other_workdir, f"seed_{run_.seed}")
+  saved = data.Split.load(os.path.join(other, "split.npz"))
+  same = saved.train_labels.tolist() == run_.split.train_labels.tolist()
+  if name == identity.RETRAIN:
+    same = same and saved.forget.tolist() == run_.split.forget.tolist()
+  if not same:
+    raise ValueError(f"{other} trained {name} on other data; it cannot be reused here.")
+  tx = optax.adam(job.config[name].lr)
+  state = supervised.create_train_state(job.model, tx, jax.random.key(0),
+                                        job.dataset.image_shape, job.mesh)
+  result = loop.restore_finished(os.path.join(other, name), state)
+  return Trained(result.state.variables, result)
+
+
+# -- unlearning ---------------------------------------------------------------------------
+
+
+def unlearn(run_, name, initial):
+  """Runs method `name` from f_D; its time is totalled over its sub-stages."""
+  job, method = run_.job, methods.get(name)
+  initial_variables = initial().result
+  folder = f"unlearn_{name}"
+  _record(run_, folder)
+  results = []
+
+  def run_phase(phase, state, frozen, sub_folder):
+    """One phase as a checkpointed stage; its seed separates its data from other phases'."""
+    methods.check_stream(method, phase.stream)
+    for key, side in phase.stream.items():
+      parallel.check_batch_size(side.batch_size, job.mesh, f"{name} {phase.name} {key} batch")
+    step = jitted.setdefault(phase.step, parallel.jit_step(phase.step, job.mesh, num_frozen=1))
+    directory = os.path.join(folder, sub_folder) if sub_folder else folder
+    if phase.enter and not loop.has_checkpoint(os.path.join(run_.dir, directory)):
+      state = jax.jit(phase.enter, out_shardings=parallel.replicated(job.mesh))(state)
+    result = stage(
+        run_, directory, state=state, step_fn=step, args=(frozen,), num_steps=phase.num_steps,
+        examples_per_step=phase.examples_per_step,
+        batches=device_batches(
+            run_, data.stream_pipeline, images=job.dataset.train_images,
+            labels=run_.split.train_labels, forget=run_.split.forget, remain=run_.split.remain,
+            stream=phase.stream, num_steps=phase.num_steps,
+            seed=derive_seed(run_.seed, f"{name}/{sub_folder}" if sub_folder else name),
+            preprocess=job.preprocess))
+    results.append((result, phase.num_steps * phase.examples_per_step))
+    return result.state
+
+  jitted = {}
+  ctx = methods.UnlearnContext(
+      model=job.model, initial=initial_variables, theta0=functools.partial(theta0, run_),
+      recipe={"epochs": job.config.pretrain.epochs, "lr": job.config.pretrain.lr,
+              "batch_size": job.config.batch_size, "optimizer": "adam"},
+      image_shape=job.dataset.image_shape, num_classes=job.dataset.num_classes,
+      num_forget=len(run_.split.forget), num_remain=len(run_.split.remain),
+      batch_size=job.config.batch_size, config=method.hyperparameters(job.config),
+      seed=derive_seed(run_.seed, name), mesh=job.mesh,
+      run=lambda phase, state: run_phase(phase, state, {"initial": initial_variables},
+                                         phase.name))
+  program = method.build(ctx)
+  frozen = {"initial": initial_variables,
+            **jax.device_put(dict(program.frozen), parallel.replicated(job.mesh))}
+  state = program.state
+  for phase in program.phases:
+    state = run_phase(phase, state, frozen, phase.name if len(program.phases) > 1 else "")
+  if program.samples:
+    first = program.phases[0]
+    batch = next(device_batches(
+        run_, data.stream_pipeline, images=job.dataset.train_images,
+        labels=run_.split.train_labels, forget=run_.split.forget, remain=run_.split.remain,
+        stream=first.stream, num_steps=1, seed=derive_seed(run_.seed, name),
+        preprocess=job.preprocess)(0))
+    save(run_, f"{name}_samples.npz", jax.device_get(program.samples(state, batch, frozen)))
+  return Trained(program.result(state), _total(results), program.predict)
+
+
+def _total(results):
+  """One StageResult for a method's sub-stages: times summed, throughput over all steps."""
+  seconds = sum(r.seconds for r, _ in results)
+  examples = sum(n for _, n in results)
+  return loop.StageResult(results[-1][0].state, seconds,
+                          examples / seconds if seconds > 0 else 0.0,
+                          sum(r.compile_seconds for r, _ in results))
+
+
+# -- evaluation ---------------------------------------------------------------------------
+
+
+def evaluate(run_, name, train):
+  """Evaluates model `name`, trained by `train() -> Trained`, unless that is done already.
+
+  Writes eval/<name>.json (metrics,
+  stage and compile time, throughput) last, so its presence marks the
+  evaluation finished, and eval/<name>_losses.npz, the per-sample
+  cross-entropy on D_f and the test set for the report's plots.
+  """
+  if os.path.exists(os.path.join(run_.dir, "eval", f"{name}.json")):
+    return
+  job, split = run_.job, run_.split
+  trained = train()
+  train_probs, test_probs = probabilities(run_, trained.result, trained.predict)
+  scores, attack = metrics.evaluate(
+      train_probs, test_probs, setup=job.config.setup, split=split,
+      test_labels=job.dataset.test_labels, forget_class=job.config.forget_class,
+      attack_sets=metrics.AttackSets.make(split.forget, split.remain,
+                                          len(job.dataset.test_labels), run_.seed),
+      seed=run_.seed, trees=job.config.asr.trees)
+  record = {"metrics": scores, "attack": attack, "seconds": trained.stage.seconds,
+            "compile_seconds": trained.stage.compile_seconds,
+            "examples_per_sec": trained.stage.examples_per_sec}
+  logging.info("seed %d / %s: %s", run_.seed, name,
+               ", ".join(f"{k}={v:.2f}" for k, v in record["metrics"].items()))
+  save(run_, f"{name}_losses.npz", {
+      "forget": metrics.per_sample_cross_entropy(train_probs[split.forget],
+                                                 split.train_labels[split.forget]),
+      "test": metrics.per_sample_cross_entropy(test_probs, job.dataset.test_labels)})
+  save(run_, f"{name}.json", record)
+  _record(run_, f"eval/{name}")
+
+
+def probabilities(run_, result, predict=None):
+  """Softmax outputs (or a method's own) on the training and the test set."""
+  job = run_.job
+  predict = metrics.make_predict(predict or metrics.classifier_probs(job.model), job.mesh)
+  return [metrics.predict_probs(predict, result, images, labels, np.arange(len(labels)),
+                                batch_size=job.config.eval_batch_size,
+                                preprocess=job.preprocess, mesh=job.mesh)
+          for images, labels in [(job.dataset.train_images, run_.split.train_labels),
+                                 (job.dataset.test_images, job.dataset.test_labels)]]
+
+
+def save(run_, filename, content):
+  """Writes eval/<filename> (.json or .npz) from process 0."""
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(run_.dir, "eval", filename)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  if filename.endswith(".json"):
+    with open(path, "w") as f:
+      json.dump(content, f, indent=2)
+  else:
+    np.savez(path, **content)

@@ -1,8 +1,9 @@
-"""MixUnlearn's losses (spec §3) as pure functions of probabilities and targets.
+"""Losses as pure functions of probabilities, logits and targets.
 
-All reductions are means over the batch and run in float32, whatever dtype the
-model computed in. The parameter-level losses L_gen and L_mix, which decide
-where gradients flow, live with the method in `methods/mixunlearn.py`.
+MixUnlearn's (spec §3) reduce over the batch, in float32 whatever dtype the
+model computed in; the baselines' terms are per sample, so that a method can
+mask padding before it averages. The parameter-level losses, which decide
+where gradients flow, live with each method under `methods/`.
 """
 
 import jax
@@ -53,3 +54,16 @@ def cross_entropy(logits, labels):
   """Per-example softmax cross-entropy with integer labels, in float32."""
   log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   return -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+
+
+def kd_divergence(student_logits, teacher_logits, temperature):
+  """Per sample T² KL(softmax(t/T) || softmax(s/T)): SCRUB's distillation term D_T(s, t)."""
+  log_p_teacher = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature, axis=-1)
+  log_p_student = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
+  kl = jnp.sum(jnp.exp(log_p_teacher) * (log_p_teacher - log_p_student), axis=-1)
+  return temperature**2 * kl
+
+
+def squared_error(a, b):
+  """Per sample mean over the last axis of (a - b)²: PyTorch's MSELoss before the batch mean."""
+  return jnp.mean(jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32)), axis=-1)

@@ -1,7 +1,7 @@
 r"""Hyperparameter sensitivity: one unlearning run per grid value, one table.
 
   python -m mixunlearn_jax.sweep --config=configs/mnist_class.py --workdir=runs/sweep \
-      --config.seeds='(0,)' --grid=unlearn.gen_interval=1,2,4,8 --grid=unlearn.alpha=0.3,0.75,1.5
+      --config.seeds='(0,)' --grid=mixunlearn.gen_interval=1,2,4,8 --grid=mixunlearn.alpha=0.3,0.75,1.5
 
 Each grid is swept on its own, the other fields at the config's values. The
 first run trains the initial and retrained models (or takes them from the
@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from mixunlearn_jax import config as config_lib
 from mixunlearn_jax import experiment
 from mixunlearn_jax.engine import loop
 
@@ -24,18 +25,6 @@ flags.DEFINE_string("workdir", None, "Folder for one workdir per run and the swe
 flags.DEFINE_multi_string("grid", [], "field=v1,v2,...: a config field and its values.")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
-
-
-def parse_grid(text, config):
-  """'unlearn.alpha=0.3,0.75' -> ('unlearn.alpha', [0.3, 0.75]), typed like the field."""
-  field, _, values = text.partition("=")
-  current = config
-  for part in field.split("."):
-    if part not in current:
-      raise ValueError(f"--grid names {field!r}, which is not a config field.")
-    current = current[part]
-  kind = type(current)
-  return field, [kind(v) if kind is not bool else v.lower() == "true" for v in values.split(",")]
 
 
 def run_sweep(config, workdir, grids):
@@ -50,17 +39,10 @@ def run_sweep(config, workdir, grids):
       point.unlock()
       for stage in ("pretrain", "retrain"):  # the base may itself reuse another workdir
         point[stage].reuse_workdir = config[stage].reuse_workdir or base_dir
-      _set(point, field, value)
+      config_lib.set_field(point, field, [value])
       point.lock()
       table[field][value] = experiment.run(point, os.path.join(workdir, f"{field}={value}"))
   return table
-
-
-def _set(config, field, value):
-  *parents, leaf = field.split(".")
-  for part in parents:
-    config = config[part]
-  config[leaf] = value
 
 
 def markdown(table):
@@ -85,7 +67,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   loop.quiet_orbax_logging()
-  grids = [parse_grid(g, FLAGS.config) for g in FLAGS.grid]
+  grids = [config_lib.parse_override(g, FLAGS.config) for g in FLAGS.grid]
   table = run_sweep(FLAGS.config, FLAGS.workdir, grids)
   with open(os.path.join(FLAGS.workdir, "sweep.json"), "w") as f:
     json.dump({field: {str(v): r for v, r in runs.items()} for field, runs in table.items()}, f,

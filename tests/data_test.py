@@ -75,10 +75,11 @@ def _normalise(raw_uint8, mean, std):
   return (raw_uint8.astype(np.float64) / 255.0 - np.asarray(mean)) / np.asarray(std)
 
 
-def _paired(ds, split, *, labels=None, with_labels=True, **kwargs):
+def _paired(ds, split, *, labels=None, with_labels=True, batch_size, **kwargs):
   labels = ds.train_labels if labels is None else labels
-  return list(pipeline.paired_pipeline(ds.train_images, labels, split.forget, split.remain,
-                                       with_labels=with_labels, **kwargs))
+  stream = pipeline.paired_stream(batch_size, labels=with_labels)
+  return list(pipeline.stream_pipeline(ds.train_images, labels, split.forget, split.remain,
+                                       stream, **kwargs))
 
 
 def _index_split(n, forget):

@@ -1,29 +1,63 @@
 """The engine: end-to-end job, the alternating step, recompiles, NaN handling, config errors."""
 
+import functools
 import glob
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from mixunlearn_jax import config as config_lib
+from mixunlearn_jax import data
 from mixunlearn_jax import experiment
+from mixunlearn_jax import losses
 from mixunlearn_jax import methods
 from mixunlearn_jax import models
+from mixunlearn_jax.engine import identity
 from mixunlearn_jax.engine import loop
 from mixunlearn_jax.engine import parallel
 from mixunlearn_jax.engine import supervised
+from mixunlearn_jax.methods import common
 from tests import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# A baseline written here, through the contract alone: fine-tune f_D on D_r with CE.
+def _finetune_step(state, batch, frozen, *, model, tx):
+  del frozen
+
+  def loss_fn(params):
+    logits, _, stats = common.forward(model, params, state.variables["batch_stats"],
+                                      batch["remain"]["image"], train=False)
+    return common.masked_mean(losses.cross_entropy(logits, batch["remain"]["label"])), stats
+
+  (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.variables["params"])
+  return common.apply_gradients(state, grads, stats, tx), {"loss": loss}
+
+
+def _finetune_build(ctx):
+  tx = common.optimizer("adam", ctx.config.lr)
+  stream = {"remain": data.Side("remain", 16, labels=True)}
+  phase = methods.Phase("unlearn", stream, functools.partial(_finetune_step, model=ctx.model,
+                                                             tx=tx), ctx.config.steps)
+  return methods.Program(common.init_state(ctx, tx), (phase,), lambda state: state.variables)
+
+
+FINETUNE = methods.Method(
+    "finetune_remain", "remain", _finetune_build, "finetune_remain",
+    lambda: ml_collections.ConfigDict({"steps": 12, "lr": 1e-3}), source="a test's own baseline")
+methods.register(FINETUNE)
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +66,15 @@ def tiny_run(tmp_path_factory):
   return workdir, experiment.run(tiny_config.get_config(), workdir)
 
 
-def test_end_to_end_results_have_every_field(tiny_run):
+def test_end_to_end_results_have_every_field_and_every_method_forgets(tiny_run):
   workdir, results = tiny_run
   with open(os.path.join(workdir, "results.json")) as f:
     saved = json.load(f)
   assert saved == json.loads(json.dumps(results))
-  assert set(saved["models"]) == {"initial", "retrain", "mixunlearn_aware", "mixunlearn_agnostic"}
+  config = tiny_config.get_config()
+  # Every registered method (but this file's own) is in the end-to-end and resume tests.
+  assert set(config.methods) == set(methods.names()) - {FINETUNE.name}
+  assert set(saved["models"]) == {"initial", "retrain", *config.methods}
   for name, entry in saved["models"].items():
     for metric in ("Test_r", "Test_f", "ASR", "seconds", "examples_per_sec"):
       assert set(entry[metric]) == {"mean", "std", "per_seed"}, (name, metric)
@@ -45,27 +82,66 @@ def test_end_to_end_results_have_every_field(tiny_run):
     assert entry["seconds"]["mean"] > 0 and entry["examples_per_sec"]["mean"] > 0
     assert set(entry["gap"]) == {"Test_r", "Test_f", "ASR"}
   assert set(saved["timings"]) == set(saved["throughput"]) == set(saved["models"])
-  for name in ("mixunlearn_aware", "mixunlearn_agnostic"):
-    assert saved["models"][name]["Test_f"]["mean"] < saved["models"]["initial"]["Test_f"]["mean"]
+  initial_test_f = saved["models"]["initial"]["Test_f"]["mean"]
+  for name in config.methods:  # the digits budgets of tiny_config forget
+    assert saved["models"][name]["Test_f"]["mean"] <= 0.5 * initial_test_f, name
   assert saved["models"]["retrain"]["Test_f"]["mean"] == 0.0  # class 0 never seen
   table = open(os.path.join(workdir, "results.md")).read()
   assert "mixunlearn_agnostic" in table and "distance to Retrain" in table
   assert os.path.exists(os.path.join(workdir, "config.json"))
   events = os.listdir(os.path.join(workdir, "seed_0", "unlearn_mixunlearn_aware"))
   assert any(e.startswith("events.out.tfevents") for e in events)
+  assert os.path.isdir(os.path.join(workdir, "seed_0", "unlearn_scrub", "epoch1_max"))
+  with open(os.path.join(workdir, "seed_0", "eval", "mixunlearn_aware.json")) as f:
+    assert json.load(f)["compile_seconds"] > 0  # recorded apart from the stage's time
 
 
-def test_rerun_resumes_to_identical_results_and_refuses_another_config(tiny_run):
+def test_rerun_resumes_to_identical_results_and_refuses_a_changed_stage(tiny_run):
   workdir, results = tiny_run
   again = experiment.run(tiny_config.get_config(), workdir)
   assert again["models"] == results["models"]
   other = tiny_config.get_config()
-  other.unlearn.tau_mix = 5.0
-  with pytest.raises(ValueError, match="unlearn.tau_mix"):
+  other.mixunlearn.tau_mix = 5.0
+  with pytest.raises(ValueError, match=r"unlearn_mixunlearn_aware \(mixunlearn.tau_mix\)"):
     experiment.run(other, workdir)
 
 
-def test_a_workdir_takes_more_seeds_but_no_other_change(tmp_path):
+def _mtimes(workdir):
+  """{path: mtime} of every file of a workdir but the tables and plots rebuilt each run."""
+  rebuilt = ("results.json", "results.md", "config.json")
+  paths = [os.path.join(root, f) for root, _, files in os.walk(workdir) for f in files
+           if f not in rebuilt and "plots" not in root]
+  return {os.path.relpath(path, workdir): os.stat(path).st_mtime_ns for path in paths}
+
+
+def _changed(before, after):
+  return sorted({p for p in after if before.get(p) != after[p]}
+                | {p for p in before if p not in after})
+
+
+def test_a_finished_workdir_takes_a_new_method_and_redoes_only_a_changed_one(tiny_run, tmp_path):
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(tiny_run[0], workdir)
+  config = tiny_config.get_config()
+  config.methods = (*config.methods, "finetune_remain")
+  config.log_every_steps = 3  # operational: no stage depends on it
+  before = _mtimes(workdir)
+  results = experiment.run(config, workdir)
+  changed = _changed(before, _mtimes(workdir))
+  assert changed and all("finetune_remain" in p or p == "seed_0/identity.json" for p in changed)
+  assert results["models"]["finetune_remain"]["Test_f"]["mean"] > 50  # it never forgets
+
+  config.randlabel.lr = 2e-3
+  with pytest.raises(ValueError, match=r"unlearn_randlabel \(randlabel.lr\)"):
+    experiment.run(config, workdir)
+  before = _mtimes(workdir)
+  experiment.run(config, workdir, overwrite=True)
+  changed = _changed(before, _mtimes(workdir))
+  assert changed and all("randlabel" in p or p == "seed_0/identity.json" for p in changed)
+  assert any(p.startswith("seed_0/unlearn_randlabel/checkpoints") for p in changed)
+
+
+def test_a_workdir_takes_more_seeds_and_checks_only_recorded_stages(tmp_path):
   workdir = str(tmp_path)
   one_seed = tiny_config.get_config()
   experiment.prepare_workdir(one_seed, workdir, overwrite=False)
@@ -75,14 +151,32 @@ def test_a_workdir_takes_more_seeds_but_no_other_change(tmp_path):
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["seeds"] == [0, 1, 2]
   assert os.listdir(workdir) == ["config.json"]
-  more_seeds.unlearn.alpha = 0.3
-  with pytest.raises(ValueError, match=r"\['unlearn.alpha'\]"):
+  identity.record(os.path.join(workdir, "seed_1"), "pretrain",
+                  identity.stage_fields(more_seeds, "pretrain"))
+  more_seeds.pretrain.lr = 0.5
+  with pytest.raises(ValueError, match=r"seed 1: pretrain \(pretrain.lr\)"):
     experiment.prepare_workdir(more_seeds, workdir, overwrite=False)
+  more_seeds.pretrain.lr = one_seed.pretrain.lr
+  more_seeds.retrain.lr = 0.5  # no retrain stage recorded: nothing to refuse
+  experiment.prepare_workdir(more_seeds, workdir, overwrite=False)
+
+
+def test_stage_identity_separates_operational_fields_and_method_sections():
+  config = tiny_config.get_config()
+  fields = identity.stage_fields(config, "pretrain")
+  assert "pretrain.lr" in fields and "batch_size" in fields and "data.name" in fields
+  assert not {"retrain.lr", "mixunlearn.lr", "log_every_steps", "data.manual_dir",
+              "model.cpu_onednn", "eval_batch_size", "asr.trees"} & set(fields)
+  scrub_fields = identity.stage_fields(config, "unlearn_scrub", methods.get("scrub"))
+  assert "scrub.lr" in scrub_fields and "pretrain.lr" in scrub_fields
+  assert "mixunlearn.lr" not in scrub_fields and "retrain.lr" not in scrub_fields
+  ablation = methods.variant(methods.get("mixunlearn_aware"), "no_real", omega=0.0)
+  assert identity.stage_fields(config, "x", ablation)["mixunlearn.omega"] == 0.0
 
 
 INTERFACE_FIELDS = ("seeds", "setup", "forget_class", "batch_size", "methods", "data.name",
                     "data.data_dir", "data.manual_dir", "pretrain.epochs", "retrain.epochs",
-                    "unlearn.epochs", "unlearn.gen_interval", "checkpoint_every_steps")
+                    "mixunlearn.epochs", "mixunlearn.gen_interval", "checkpoint_every_steps")
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.py"))),
@@ -105,14 +199,14 @@ def test_every_config_file_has_the_interface_fields_and_validates(path):
 
 
 def tiny_program(gen_interval, batch_size=8):
-  hp = config_lib.base_config().unlearn
+  hp = config_lib.base_config().mixunlearn
   hp.gen_interval = gen_interval
   model, mesh = models.create("cnn"), parallel.make_mesh()
   initial = supervised.init_variables(model, jax.random.key(0), (8, 8, 1))
   ctx = methods.UnlearnContext(
       model=model, initial=initial, image_shape=(8, 8, 1), num_classes=10, num_forget=40,
-      num_remain=100, batch_size=batch_size, config=hp, seed=0, mesh=mesh, run_stage=None)
-  return methods.get("mixunlearn_aware").build(ctx), initial, mesh
+      num_remain=100, batch_size=batch_size, config=hp, seed=0, mesh=mesh)
+  return methods.get("mixunlearn_aware").build(ctx), {"initial": initial}, mesh
 
 
 def paired_batch(step, batch_size=8):
@@ -129,7 +223,7 @@ def changed(a, b):
 def test_generator_moves_only_every_gen_interval_steps_and_f_d_never():
   program, initial, mesh = tiny_program(gen_interval=3)
   initial_copy = jax.tree.map(np.array, initial)
-  traced = chex.assert_max_traces(lambda s, b, i: program.step(s, b, i), n=1)
+  traced = chex.assert_max_traces(lambda s, b, i: program.phases[0].step(s, b, i), n=1)
   step = parallel.jit_step(traced, mesh, num_frozen=1)
   state = program.state
   for i in range(7):
@@ -201,7 +295,7 @@ def run_cli(workdir, *extra, env_devices=1, timeout=300):
 
 
 def test_cli_config_typo_is_an_error_naming_the_field(tmp_path):
-  result = run_cli(tmp_path, "--config.unlearn.tau_mxi=5")
+  result = run_cli(tmp_path, "--config.mixunlearn.tau_mxi=5")
   assert result.returncode != 0
   assert "tau_mxi" in result.stderr
 

@@ -25,9 +25,9 @@ def test_predict_probs_counts_every_example_once_and_matches_numpy():
   variables = supervised.init_variables(model, jax.random.key(3), (8, 8, 1))
   preprocess = data.Preprocess(dataset.mean, dataset.std)
   indices = np.arange(37)  # 4 full batches of 8 and a padded one
-  probs = metrics.predict_probs(metrics.make_predict(model, mesh), variables,
-                                dataset.test_images, dataset.test_labels, indices, batch_size=8,
-                                preprocess=preprocess, mesh=mesh)
+  predict = metrics.make_predict(metrics.classifier_probs(model), mesh)
+  probs = metrics.predict_probs(predict, variables, dataset.test_images, dataset.test_labels,
+                                indices, batch_size=8, preprocess=preprocess, mesh=mesh)
   x = (dataset.test_images[indices] / 255.0 - dataset.mean[0]) / dataset.std[0]
   logits, _ = model.apply(variables, x.astype(np.float32))
   logits = np.asarray(logits, np.float64)

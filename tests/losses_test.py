@@ -115,7 +115,7 @@ def test_l_gen_moves_only_the_generator(mixunlearn_inputs):
 
 def test_l_mix_moves_only_the_unlearner(mixunlearn_inputs):
   model, block, unlearner, generator, inputs = mixunlearn_inputs
-  hp = config_lib.base_config().unlearn
+  hp = config_lib.base_config().mixunlearn
 
   def l_mix(u_params, g):
     _, aux = mixunlearn.unlearner_losses(

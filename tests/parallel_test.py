@@ -32,14 +32,14 @@ step = parallel.jit_step(supervised.train_step, mesh, model=model, tx=tx)
 for b in batches:
   state, m = step(state, put(b["forget"]))
   out["train"].append(float(m["loss"]))
-hp = config.base_config().unlearn
+hp = config.base_config().mixunlearn
 hp.gen_interval = 2
 ctx = methods.UnlearnContext(model=model, initial=state.variables, image_shape=(8, 8, 1),
     num_classes=10, num_forget=40, num_remain=100, batch_size=8, config=hp, seed=0,
-    mesh=mesh, run_stage=None)
+    mesh=mesh)
 program = methods.get("mixunlearn_agnostic").build(ctx)
-ustep = parallel.jit_step(program.step, mesh, num_frozen=1)
-initial = state.variables
+ustep = parallel.jit_step(program.phases[0].step, mesh, num_frozen=1)
+initial = {"initial": state.variables}
 ustate = program.state
 for b in batches:
   ustate, m = ustep(ustate, put(b), initial)

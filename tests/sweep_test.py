@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from mixunlearn_jax import config as config_lib
 from mixunlearn_jax import sweep
 from tests import tiny_config
 
@@ -13,31 +14,31 @@ def small_config():
   c = tiny_config.get_config()
   c.methods = ("mixunlearn_agnostic",)
   c.pretrain.epochs = c.retrain.epochs = 1
-  c.unlearn.epochs = 2
+  c.mixunlearn.epochs = 2
   return c
 
 
 def test_parse_grid_types_values_like_the_field_and_rejects_typos():
   config = small_config()
-  assert sweep.parse_grid("unlearn.gen_interval=1,8", config) == ("unlearn.gen_interval", [1, 8])
-  assert sweep.parse_grid("unlearn.alpha=0.3,1", config) == ("unlearn.alpha", [0.3, 1.0])
-  with pytest.raises(ValueError, match="unlearn.alpah"):
-    sweep.parse_grid("unlearn.alpah=0.3", config)
+  assert config_lib.parse_override("mixunlearn.gen_interval=1,8", config) == ("mixunlearn.gen_interval", [1, 8])
+  assert config_lib.parse_override("mixunlearn.alpha=0.3,1", config) == ("mixunlearn.alpha", [0.3, 1.0])
+  with pytest.raises(ValueError, match="mixunlearn.alpah"):
+    config_lib.parse_override("mixunlearn.alpah=0.3", config)
 
 
 def test_sweep_runs_each_value_and_reuses_the_base_models(tmp_path):
-  table = sweep.run_sweep(small_config(), str(tmp_path), [("unlearn.gen_interval", [1, 3])])
+  table = sweep.run_sweep(small_config(), str(tmp_path), [("mixunlearn.gen_interval", [1, 3])])
   for value in (1, 3):
-    with open(tmp_path / f"unlearn.gen_interval={value}" / "config.json") as f:
+    with open(tmp_path / f"mixunlearn.gen_interval={value}" / "config.json") as f:
       point = json.load(f)
-    assert point["unlearn"]["gen_interval"] == value
+    assert point["mixunlearn"]["gen_interval"] == value
     assert point["pretrain"]["reuse_workdir"] == str(tmp_path / "base")
-    assert not os.path.exists(tmp_path / f"unlearn.gen_interval={value}" / "seed_0" / "pretrain")
-  runs = table["unlearn.gen_interval"]
+    assert not os.path.exists(tmp_path / f"mixunlearn.gen_interval={value}" / "seed_0" / "pretrain")
+  runs = table["mixunlearn.gen_interval"]
   # The reused initial model is the base's, so its metrics are identical.
   assert runs[1]["models"]["initial"]["Test_r"] == runs[3]["models"]["initial"]["Test_r"]
   markdown = sweep.markdown(table)
-  assert "## unlearn.gen_interval" in markdown and "| 3 | mixunlearn_agnostic |" in markdown
+  assert "## mixunlearn.gen_interval" in markdown and "| 3 | mixunlearn_agnostic |" in markdown
 
 
 def test_a_base_that_reuses_another_workdir_passes_it_on(tmp_path):
@@ -45,6 +46,6 @@ def test_a_base_that_reuses_another_workdir_passes_it_on(tmp_path):
   sweep.run_sweep(small_config(), str(source), [])
   config = small_config()
   config.pretrain.reuse_workdir = config.retrain.reuse_workdir = str(source / "base")
-  sweep.run_sweep(config, str(tmp_path / "chained"), [("unlearn.alpha", [0.5])])
-  with open(tmp_path / "chained" / "unlearn.alpha=0.5" / "config.json") as f:
+  sweep.run_sweep(config, str(tmp_path / "chained"), [("mixunlearn.alpha", [0.5])])
+  with open(tmp_path / "chained" / "mixunlearn.alpha=0.5" / "config.json") as f:
     assert json.load(f)["pretrain"]["reuse_workdir"] == str(source / "base")

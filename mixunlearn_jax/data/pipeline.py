@@ -8,13 +8,14 @@ exactly the batches an uninterrupted run would, starting at any step.
 
 import dataclasses
 import math
+from typing import Mapping
 
 import jax
 import numpy as np
 import tensorflow as tf
 
 # Streams keep the randomness of different pipelines independent.
-TRAIN_STREAM, FORGET_STREAM, REMAIN_STREAM = 1, 2, 3
+TRAIN_STREAM, FORGET_STREAM, REMAIN_STREAM, MIXED_STREAM, ALL_STREAM = 1, 2, 3, 4, 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,72 @@ def steps_per_epoch(num_examples, batch_size):
   return math.ceil(num_examples / batch_size)
 
 
+SOURCES = ("forget", "remain", "mixed", "all")
+# Each source's randomness stream; the forget and remain sides keep the
+# streams of the paired pipeline they replace, so runs since then are unchanged.
+_SOURCE_STREAM = {"forget": FORGET_STREAM, "remain": REMAIN_STREAM, "mixed": MIXED_STREAM,
+                  "all": ALL_STREAM}
+
+
+@dataclasses.dataclass(frozen=True)
+class Side:
+  """One side of a stream: which samples, how many per step, what a batch carries.
+
+  A batch of the side is {'image'} plus 'label' with `labels`, 'index' (the
+  sample's index into the training set) with `index`, 'tag' (1 for a D_f
+  sample, 0 for D_r) for 'mixed' and 'all' sources, and 'mask' with
+  `one_pass`.
+
+  Attributes:
+    source: 'forget' (D_f), 'remain' (D_r), 'mixed' (all of D_f plus a
+      fresh `remain_share` of D_r on every pass, shuffled together) or 'all'
+      (D, e.g. for an auxiliary model of all the training data).
+    batch_size: global batch size of the side.
+    labels: whether batches carry training labels; the method's `labels`
+      must allow it.
+    index: whether batches carry the samples' dataset indices.
+    augment: whether the training augmentation applies.
+    one_pass: every pass over the source is its own batches, the last one
+      padded and masked (mask 0), so each sample counts exactly once per
+      pass; otherwise a pass's last partial batch is filled from the next.
+    remain_share: the share of D_r in each pass of a 'mixed' source.
+  """
+  source: str
+  batch_size: int
+  labels: bool = False
+  index: bool = False
+  augment: bool = True
+  one_pass: bool = False
+  remain_share: float = 1.0
+
+  def __post_init__(self):
+    if self.source not in SOURCES:
+      raise ValueError(f"Side source {self.source!r}; use one of {SOURCES}.")
+    if self.batch_size < 1:
+      raise ValueError(f"Side batch_size must be positive, got {self.batch_size}.")
+    if not 0.0 < self.remain_share <= 1.0:
+      raise ValueError(f"remain_share must lie in (0, 1], got {self.remain_share}.")
+
+
+Stream = Mapping[str, Side]  # batch key -> side, e.g. {'forget': ..., 'remain': ...}
+
+
+def paired_stream(batch_size, labels):
+  """MixUnlearn's stream: B forget and B remain samples per step."""
+  return {"forget": Side("forget", batch_size, labels=labels),
+          "remain": Side("remain", batch_size, labels=labels)}
+
+
+def steps_per_pass(side, num_forget, num_remain):
+  """Steps of one pass over a side's source (the usual epoch of a method)."""
+  return steps_per_epoch(_pass_length(side, num_forget, num_remain), side.batch_size)
+
+
+def _pass_length(side, num_forget, num_remain):
+  return {"forget": num_forget, "remain": num_remain, "all": num_forget + num_remain,
+          "mixed": num_forget + int(round(side.remain_share * num_remain))}[side.source]
+
+
 def stream_rows(indices, batch_size, *, seed, stream, start_step, num_steps):
   """Rows [start_step, num_steps) of the batch-index matrix of an endless stream.
 
@@ -43,14 +110,55 @@ def stream_rows(indices, batch_size, *, seed, stream, start_step, num_steps):
   indices = np.asarray(indices)
   if not len(indices):
     raise ValueError("Cannot build a batch stream over an empty index set.")
-  positions = np.arange(start_step * batch_size, num_steps * batch_size, dtype=np.int64)
-  passes = positions // len(indices)
-  rows = np.empty(len(positions), np.int64)
+  order = lambda p: indices[_rng(seed, stream, p).permutation(len(indices))]  # noqa: E731
+  return _rows(order, len(indices), batch_size, start_step, num_steps, one_pass=False)[0]
+
+
+def side_rows(side, forget, remain, *, seed, start_step, num_steps):
+  """(rows, mask) of `side` for steps [start_step, num_steps): dataset indices per batch.
+
+  `mask` is 0 on the padding of a one-pass side's last batch, else 1.
+  """
+  stream = _SOURCE_STREAM[side.source]
+  if side.source != "mixed":
+    indices = {"forget": forget, "remain": remain,
+               "all": np.union1d(forget, remain)}[side.source]
+    if not len(indices):
+      raise ValueError(f"Cannot build a batch stream over an empty {side.source} set.")
+    order = lambda p: indices[_rng(seed, stream, p).permutation(len(indices))]  # noqa: E731
+  else:
+    share = int(round(side.remain_share * len(remain)))
+
+    def order(p):  # all of D_f and a fresh share of D_r, shuffled together
+      rng = _rng(seed, stream, p)
+      pool = np.concatenate([forget, rng.choice(remain, size=share, replace=False)])
+      return pool[rng.permutation(len(pool))]
+
+  length = _pass_length(side, len(forget), len(remain))
+  return _rows(order, length, side.batch_size, start_step, num_steps, side.one_pass)
+
+
+def _rng(seed, stream, p):
+  return np.random.default_rng([seed, stream, int(p)])
+
+
+def _rows(order, length, batch_size, start_step, num_steps, one_pass):
+  """Gathers batches from the passes `order(p)` (each `length` long) of an endless stream."""
+  steps = np.arange(start_step, num_steps, dtype=np.int64)
+  within = np.arange(batch_size, dtype=np.int64)
+  if one_pass:  # each pass is its own batches; the last is padded with the pass's first sample
+    per_pass = steps_per_epoch(length, batch_size)
+    passes = np.repeat(steps // per_pass, batch_size)
+    offsets = ((steps % per_pass)[:, None] * batch_size + within).reshape(-1)
+  else:
+    positions = (steps[:, None] * batch_size + within).reshape(-1)
+    passes, offsets = positions // length, positions % length
+  valid = offsets < length
+  rows = np.empty(len(offsets), np.int64)
   for p in np.unique(passes):
-    permutation = np.random.default_rng([seed, stream, int(p)]).permutation(len(indices))
     selected = passes == p
-    rows[selected] = indices[permutation[positions[selected] % len(indices)]]
-  return rows.reshape(-1, batch_size)
+    rows[selected] = order(p)[np.where(valid[selected], offsets[selected], 0)]
+  return rows.reshape(-1, batch_size), valid.astype(np.float32).reshape(-1, batch_size)
 
 
 def train_pipeline(images, labels, indices, *, batch_size, num_steps, seed, preprocess,
@@ -65,29 +173,41 @@ def train_pipeline(images, labels, indices, *, batch_size, num_steps, seed, prep
   return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
 
-def paired_pipeline(images, labels, forget, remain, *, batch_size, num_steps, seed, preprocess,
-                    with_labels, start_step=0):
-  """Yields {'forget': {...}, 'remain': {...}} batches of equal size B.
+def stream_pipeline(images, labels, forget, remain, stream: Stream, *, num_steps, seed,
+                    preprocess, start_step=0):
+  """Yields {key: batch} for each side of `stream`, steps start_step..num_steps-1.
 
-  One epoch is ceil(|D_f| / B) steps, one pass over D_f; the remain side walks
-  through D_r reshuffled on every pass. With `with_labels=False` the batches
-  carry images only, so a label-agnostic method cannot read labels by accident.
+  A side's batch is {'image'} and, as the side asks, 'label', 'index', 'tag'
+  (1 for D_f samples; 'mixed' sources) and 'mask' (one-pass sides). No
+  other label enters the batch, so a method cannot read a label its stream
+  does not ask for.
   """
-  steps = _steps(start_step, num_steps)
-  sides = {}
-  for name, indices, stream in [("forget", forget, FORGET_STREAM),
-                                ("remain", remain, REMAIN_STREAM)]:
-    rows = stream_rows(indices, batch_size, seed=seed, stream=stream,
-                       start_step=start_step, num_steps=num_steps)
-    sides[name] = (_local(rows), stream)
-  batcher = _Batcher(images, labels if with_labels else None, preprocess, seed)
+  forget, remain = np.asarray(forget), np.asarray(remain)
+  columns = {}
+  for key, side in stream.items():
+    rows, mask = side_rows(side, forget, remain, seed=seed, start_step=start_step,
+                           num_steps=num_steps)
+    columns[key] = {"rows": _local(rows), "mask": _local(mask),
+                    "tag": _local(np.isin(rows, forget).astype(np.int32))}
+  batcher = _Batcher(images, labels, preprocess, seed)
 
-  def pair(forget_idx, remain_idx, step):
-    return {"forget": batcher(forget_idx, step, FORGET_STREAM, augment=True),
-            "remain": batcher(remain_idx, step, REMAIN_STREAM, augment=True)}
+  def make(columns, step):
+    batches = {}
+    for key, side in stream.items():
+      c = columns[key]
+      batch = batcher(c["rows"], step, _SOURCE_STREAM[side.source], augment=side.augment,
+                      with_labels=side.labels)
+      if side.index:
+        batch["index"] = tf.cast(c["rows"], tf.int32)
+      if side.source in ("mixed", "all"):
+        batch["tag"] = c["tag"]
+      if side.one_pass:
+        batch["mask"] = c["mask"]
+      batches[key] = batch
+    return batches
 
-  ds = tf.data.Dataset.from_tensor_slices((sides["forget"][0], sides["remain"][0], steps))
-  ds = ds.map(pair, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = tf.data.Dataset.from_tensor_slices((columns, _steps(start_step, num_steps)))
+  ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
 
@@ -115,11 +235,11 @@ class _Batcher:
 
   def __init__(self, images, labels, preprocess, seed):
     self.images = tf.constant(images)
-    self.labels = None if labels is None else tf.constant(np.asarray(labels, np.int32))
+    self.labels = tf.constant(np.asarray(labels, np.int32))
     self.preprocess = preprocess
     self.seed = seed
 
-  def __call__(self, idx, step, stream, *, augment):
+  def __call__(self, idx, step, stream, *, augment, with_labels=True):
     p = self.preprocess
     x = tf.cast(tf.gather(self.images, idx), tf.float32) / 255.0
     if augment and (p.crop_padding or p.random_flip):
@@ -127,7 +247,7 @@ class _Batcher:
       x = _augment(x, seed, p.crop_padding, p.random_flip)
     x = (x - tf.constant(p.mean, tf.float32)) / tf.constant(p.std, tf.float32)
     batch = {"image": x}
-    if self.labels is not None:
+    if with_labels:
       batch["label"] = tf.gather(self.labels, idx)
     return batch
 

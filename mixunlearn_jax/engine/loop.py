@@ -9,6 +9,7 @@ reports totals.
 """
 
 import dataclasses
+import itertools
 import logging as std_logging
 import math
 import os
@@ -42,49 +43,59 @@ class NonFiniteLossError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class StageResult:
   state: Any
-  seconds: float  # wall time of the stage's steps, summed over resumes
+  seconds: float  # wall time of the stage's steps, summed over resumes, compilation left out
   examples_per_sec: float
+  compile_seconds: float = 0.0  # the step's compilation, summed over resumes
 
 
 def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[int], Iterator],
               num_steps, examples_per_step, checkpoint_every, log_every,
-              write_summaries=True) -> StageResult:
-  """Runs `state, metrics = step_fn(state, batch)` up to `num_steps`, resumably.
+              write_summaries=True, args=()) -> StageResult:
+  """Runs `state, metrics = step_fn(state, batch, *args)` up to `num_steps`, resumably.
 
   Args:
     name: stage name for logs and errors (e.g. 'seed 0 / unlearn mixunlearn_aware').
     directory: the stage's folder; checkpoints and TensorBoard events go there.
     state: the initial state, already placed on the devices (it also serves as
       the restore target: its shardings say where restored arrays go).
-    step_fn: the jitted step; it receives ownership of `state` (donation).
+    step_fn: the step; it receives ownership of `state` (donation). A jitted
+      step is compiled on the first batch before the clock starts.
     batches: batches(start_step) yields device batches for steps start_step...
     num_steps: total number of steps of the stage.
     examples_per_step: for the throughput figure.
     checkpoint_every, log_every: intervals in steps.
     write_summaries: whether this process writes TensorBoard scalars.
+    args: further arguments of every step (e.g. the frozen models).
   """
   manager = ocp.CheckpointManager(
       os.path.abspath(os.path.join(directory, "checkpoints")),
       options=ocp.CheckpointManagerOptions(
           preservation_policy=ocp.checkpoint_managers.LatestN(2), create=True))
-  start, seconds = 0, 0.0
+  start, seconds, compile_seconds = 0, 0.0, 0.0
   if manager.latest_step() is not None:
     start = manager.latest_step()
     restored = manager.restore(start, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(state), meta=ocp.args.JsonRestore()))
     state, seconds = restored.state, restored.meta["seconds"]
+    compile_seconds = restored.meta.get("compile_seconds", 0.0)
     logging.info("%s: resumed at step %d/%d.", name, start, num_steps)
   if start >= num_steps:
     manager.close()
-    return StageResult(state, seconds, _throughput(num_steps, examples_per_step, seconds))
+    return StageResult(state, seconds, _throughput(num_steps, examples_per_step, seconds),
+                       compile_seconds)
 
   writer = tensorboard.SummaryWriter(directory) if write_summaries else None
-  timer = _Timer(start)
   elapsed = 0.0
   try:
     step = start
-    for batch in batches(start):
-      state, metrics = step_fn(state, batch)
+    iterator = batches(start)
+    first = next(iterator)
+    step_fn, seconds_to_compile = _compiled(step_fn, state, first, args)
+    compile_seconds += seconds_to_compile
+    logging.info("%s: compiled in %.1fs.", name, seconds_to_compile)
+    timer = _Timer(start)
+    for batch in itertools.chain([first], iterator):
+      state, metrics = step_fn(state, batch, *args)
       step += 1
       at_log, at_save = step % log_every == 0, step % checkpoint_every == 0
       if at_log or at_save or step == num_steps:
@@ -97,7 +108,7 @@ def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[i
         # number a run that later reuses this stage reads from the checkpoint.
         elapsed = timer.elapsed
         meta = {"step": step, "num_steps": num_steps, "seconds": seconds + elapsed,
-                "examples_per_step": examples_per_step}
+                "compile_seconds": compile_seconds, "examples_per_step": examples_per_step}
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
       if step == num_steps:
@@ -107,8 +118,23 @@ def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[i
     manager.close()
     if writer:
       writer.close()
-  return StageResult(state, seconds + elapsed, _throughput(num_steps - start, examples_per_step,
-                                                          elapsed))
+  return StageResult(state, seconds + elapsed,
+                     _throughput(num_steps - start, examples_per_step, elapsed), compile_seconds)
+
+
+def _compiled(step_fn, state, batch, args):
+  """(the step compiled for these arguments, seconds it took); plain callables as they are."""
+  if not hasattr(step_fn, "lower"):
+    return step_fn, 0.0
+  start = time.perf_counter()
+  compiled = step_fn.lower(state, batch, *args).compile()
+  return compiled, time.perf_counter() - start
+
+
+def has_checkpoint(directory):
+  """Whether the stage in `directory` has saved a step (finished or not)."""
+  folder = os.path.join(directory, "checkpoints")
+  return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
 
 
 def restore_finished(directory, state) -> StageResult:
@@ -125,11 +151,12 @@ def restore_finished(directory, state) -> StageResult:
     raise ValueError(f"The stage in {directory} stopped at step {meta['step']} of "
                      f"{meta['num_steps']}; finish it there first.")
   return StageResult(restored.state, meta["seconds"],
-                     _throughput(meta["num_steps"], meta.get("examples_per_step", 0), meta["seconds"]))
+                     _throughput(meta["num_steps"], meta.get("examples_per_step", 0),
+                                 meta["seconds"]), meta.get("compile_seconds", 0.0))
 
 
 class _Timer:
-  """Wall time from the first step on; compilation of step one is included."""
+  """Wall time from the first step on (the step is compiled before)."""
 
   def __init__(self, start_step):
     self.t0 = self.t_lap = time.perf_counter()

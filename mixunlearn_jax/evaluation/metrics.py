@@ -22,13 +22,18 @@ def metric_names(setup):
   return CLASS_METRICS if setup == "class" else DATA_METRICS
 
 
-def make_predict(model, mesh):
-  """A jitted `predict(variables, images) -> softmax probabilities` (float32)."""
+def classifier_probs(model):
+  """`predict(variables, images) -> softmax probabilities` (float32) of one classifier."""
 
   def predict(variables, images):
     logits, _ = model.apply(variables, images, train=False)
     return jax.nn.softmax(logits.astype(np.float32))
 
+  return predict
+
+
+def make_predict(predict, mesh):
+  """`predict(result, images) -> probabilities` jitted: result replicated, images sharded."""
   return jax.jit(predict, in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
                  out_shardings=parallel.replicated(mesh))
 

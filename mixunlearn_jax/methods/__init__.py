@@ -1,17 +1,31 @@
 """The method registry: config names to unlearning methods.
 
-A baseline joins by defining `Method` objects (see `base.py`) in its own
-module and listing them here; the engine needs no change.
+A method joins with one module under methods/ that defines its `Method`s
+(see `base.py`) and one line here; the engine needs no change. Its config
+section, named after it, comes from its `default_config`.
 """
 
 from mixunlearn_jax.methods import mixunlearn
-from mixunlearn_jax.methods.base import Method, UnlearnContext, UnlearnProgram
+from mixunlearn_jax.methods import neggrad
+from mixunlearn_jax.methods import randlabel
+from mixunlearn_jax.methods import scrub
+from mixunlearn_jax.methods.base import (Method, Phase, Program, UnlearnContext, check_stream,
+                                         variant)
 
-_REGISTRY = {m.name: m for m in mixunlearn.METHODS}
+_REGISTRY = {m.name: m for m in (
+    *mixunlearn.METHODS,
+    *neggrad.METHODS,
+    *scrub.METHODS,
+    *randlabel.METHODS,
+)}
 
 
 def names():
   return sorted(_REGISTRY)
+
+
+def all_methods():
+  return [_REGISTRY[name] for name in names()]
 
 
 def get(name) -> Method:
@@ -20,4 +34,21 @@ def get(name) -> Method:
   return _REGISTRY[name]
 
 
-__all__ = ["Method", "UnlearnContext", "UnlearnProgram", "get", "names"]
+def register(method: Method):
+  """Adds a method (yours, or a `variant`) to the registry; config sections come from it.
+
+  Register before building the config (`config.base_config()` reads the
+  sections of every registered method).
+  """
+  if method.name in _REGISTRY and _REGISTRY[method.name] is not method:
+    raise ValueError(f"A method named {method.name!r} is registered already.")
+  _REGISTRY[method.name] = method
+
+
+def sections():
+  """{section name: its default config} over every registered method."""
+  return {m.section: m.default_config for m in _REGISTRY.values()}
+
+
+__all__ = ["Method", "Phase", "Program", "UnlearnContext", "all_methods", "check_stream", "get",
+           "names", "register", "sections", "variant"]

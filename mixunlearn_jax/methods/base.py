@@ -1,59 +1,175 @@
 """What an unlearning method is, as far as the engine is concerned.
 
-A method turns the frozen initial model f_D plus paired forget/remain batches
-into new classifier variables. The engine owns everything else (data,
-sharding, the checkpointed loop, evaluation), so a method only says:
+A method turns the frozen initial model f_D, and batches of D_f and D_r, into
+the variables of an unlearned model. The engine owns everything else (data,
+sharding, the checkpointed loop, evaluation); a method says:
 
-- whether it may read labels (`uses_labels`; the pipeline strips labels for
-  label-agnostic methods, so they cannot read them by accident);
-- `build(ctx)`: an `UnlearnProgram` with its initial state, its step and its
-  length. Methods with extra models (teachers, VAEs) train them inside
-  `build` through `ctx.run_stage`, which checkpoints them like any stage;
-  methods with phases (SCRUB's max/min) switch inside the step with
-  `lax.cond`; ensembles (SISA, DSMixup) return a stacked state and their own
-  `predict`.
+- which labels it may read (`labels`: 'all', 'remain' or 'none'); the
+  pipelines never put another label into a batch, so a label-agnostic
+  method cannot read one by accident, nor SCRUB a forget label;
+- `build(ctx) -> Program`: its initial state and one or more `Phase`s, each
+  a pure step over a `Stream` it describes (which sides, batch size per
+  side, labels, dataset indices, a one-pass mode over D_f, a shuffled mixed
+  stream with a per-sample tag);
+- frozen pytrees beside f_D (teachers, VAEs), passed to every step as
+  `frozen[name]`, replicated and never donated;
+- how its result predicts (`Program.predict`), for results that are not one
+  classifier (ensembles);
+- its own config section, named after it, with its defaults
+  (`default_config`); a `variant` is a registered method plus overrides of
+  that section (ablations, grid points).
+
+Phases run one after another on one state, each a checkpointed sub-stage
+in the method's folder that resumes after SIGKILL. A method trains auxiliary
+models (teachers, VAEs) inside `build` with `ctx.run(phase, state)`, which
+checkpoints them the same way; their time counts as the method's.
 """
 
 import dataclasses
-from typing import Any, Callable
+import types
+from typing import Any, Callable, Mapping
 
 import ml_collections
+
+from mixunlearn_jax.data.pipeline import Side, Stream
+
+LABEL_USES = ("all", "remain", "none")
+
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """A sub-program: `step(state, batch, frozen) -> (state, metrics)` for `num_steps` steps.
+
+  `step` is pure; the engine jits it over the mesh (batch sharded, state
+  replicated and donated, `frozen` replicated) and compiles it once per
+  distinct step function, so phases that share a step object share a
+  program. `enter(state) -> state`, if given, runs (jitted) once when the
+  phase starts from the previous phase's state, e.g. to set a learning rate
+  for the phase; a phase resumed from its own checkpoint does not run it.
+  An example, for throughput, is one sample of the stream's first side.
+  """
+  name: str
+  stream: Stream
+  step: Callable
+  num_steps: int
+  enter: Callable | None = None
+
+  @property
+  def examples_per_step(self):
+    return next(iter(self.stream.values())).batch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """A method's unlearning run.
+
+  Attributes:
+    state: the initial state, placed on the mesh (replicated).
+    phases: run in order on one state; one phase runs in the method's
+      folder, several each in a sub-folder named after the phase.
+    result: final state -> what evaluation predicts with (classifier
+      variables, or a stacked ensemble).
+    frozen: pytrees every step reads as `frozen[name]` besides 'initial'
+      (f_D's variables), placed replicated by the engine, never donated.
+    predict: `predict(result, images) -> probabilities`; None means the
+      classifier's softmax on `result` as variables.
+    samples: `samples(state, batch, frozen) -> {name: array}` for the report's
+      picture of what the method generated, on one batch of the first phase.
+  """
+  state: Any
+  phases: tuple[Phase, ...]
+  result: Callable[[Any], Any]
+  frozen: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  predict: Callable | None = None
+  samples: Callable | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class UnlearnContext:
-  model: Any  # the classifier module (f_D's architecture)
-  initial: dict  # f_D's variables, frozen
+  """What a method's `build` may read; all of it read-only.
+
+  Attributes:
+    model: the classifier module (f_D's architecture).
+    initial: f_D's variables, on the mesh.
+    batch_size: the job's unlearning batch size (`config.batch_size`).
+    config: the method's own config section, overrides applied.
+    seed: the method's own seed (derived from the job's seed and its name).
+    theta0: () -> the variables pretraining started from (θ_0).
+    recipe: the pretraining recipe: {'epochs', 'lr', 'batch_size',
+      'optimizer'} of f_D's training.
+    run: (phase, state) -> state: trains an auxiliary model as a
+      checkpointed sub-stage of the method (folder `phase.name`).
+  """
+  model: Any
+  initial: Any
   image_shape: tuple
   num_classes: int
   num_forget: int
   num_remain: int
   batch_size: int
-  config: ml_collections.ConfigDict  # the method's own section of the config
+  config: ml_collections.ConfigDict
   seed: int
   mesh: Any
-  run_stage: Callable  # (name, **run_stage kwargs) -> StageResult, for sub-stages
-
-
-@dataclasses.dataclass(frozen=True)
-class UnlearnProgram:
-  """A method's unlearning run: `step(state, batch, initial) -> (state, metrics)`.
-
-  `step` is a pure function that the engine jits over the mesh with the state
-  donated; `classifier(state)` gives the unlearned classifier's variables.
-  """
-  state: Any
-  step: Callable
-  num_steps: int
-  classifier: Callable[[Any], dict]
-  # Optional: `samples(state, batch, initial) -> {name: array}` for the report's
-  # picture of what the method generated (MixUnlearn: its mixed images).
-  samples: Callable | None = None
+  theta0: Callable[[], Any] | None = None
+  recipe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  run: Callable | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
+  """A registered method: `build(ctx) -> Program` and what it may read.
+
+  Attributes:
+    name: the registry name (`config.methods`).
+    labels: 'all', 'remain' (remain labels only) or 'none'.
+    build: UnlearnContext -> Program.
+    section: the config section given to `build` as ctx.config.
+    default_config: () -> that section's defaults.
+    overrides: fields of the section a variant sets.
+    source: one line: the paper or code the method follows.
+  """
   name: str
-  uses_labels: bool
-  build: Callable[[UnlearnContext], UnlearnProgram]
-  config_key: str = "unlearn"  # the config section given to `build` as ctx.config
+  labels: str
+  build: Callable[[UnlearnContext], Program]
+  section: str
+  default_config: Callable[[], ml_collections.ConfigDict]
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  source: str = ""
+
+  def __post_init__(self):
+    if self.labels not in LABEL_USES:
+      raise ValueError(f"{self.name}: labels={self.labels!r}; use one of {LABEL_USES}.")
+    object.__setattr__(self, "overrides", types.MappingProxyType(dict(self.overrides)))
+
+  @property
+  def uses_labels(self):
+    return self.labels != "none"
+
+  def hyperparameters(self, config):
+    """The method's section of `config` with the variant's overrides applied."""
+    section = ml_collections.ConfigDict(config[self.section].to_dict())
+    for field, value in self.overrides.items():
+      if field not in section:
+        raise ValueError(f"Variant {self.name!r} overrides {self.section}.{field}, "
+                         "which is not a field of that section.")
+      section[field] = value
+    return section
+
+
+def variant(method: Method, name: str, source: str = "", **overrides) -> Method:
+  """`method` under another name with fields of its config section overridden."""
+  return dataclasses.replace(method, name=name, overrides={**method.overrides, **overrides},
+                             source=source or method.source)
+
+
+def check_stream(method: Method, stream: Stream):
+  """Raises if a side would hand `method` labels it may not read."""
+  for key, side in stream.items():
+    if not side.labels:
+      continue
+    if method.labels == "none" or (method.labels == "remain" and side.source != "remain"):
+      # 'mixed' and 'all' sides hold D_f samples too.
+      raise ValueError(f"{method.name} may read {method.labels} labels, but its stream side "
+                       f"{key!r} asks for the labels of {side.source!r} samples.")

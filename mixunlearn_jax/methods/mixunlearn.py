@@ -12,8 +12,10 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
+from mixunlearn_jax import data
 from mixunlearn_jax import losses
 from mixunlearn_jax import models
 from mixunlearn_jax.engine import parallel
@@ -68,9 +70,9 @@ def mixed_images(generator_params, inputs, lam, *, mixblock):
   return models.mix_images(inputs.x_forget, inputs.x_remain, mask)
 
 
-def mixed_samples(state, batch, initial, *, model, mixblock, num_classes, label_aware, hp):
+def mixed_samples(state, batch, frozen, *, model, mixblock, num_classes, label_aware, hp):
   """The trained generator's masks and mixtures on one batch, λ drawn per pair."""
-  inputs = frozen_inputs(initial, batch, model=model, num_classes=num_classes,
+  inputs = frozen_inputs(frozen["initial"], batch, model=model, num_classes=num_classes,
                          label_aware=label_aware, sharpen_temperature=hp.sharpen_temperature)
   lam = sample_lambda(jax.random.key(0), hp.alpha, inputs.x_forget.shape[0], per_sample=True)
   mask = generate_mask(state.generator, inputs, lam, mixblock=mixblock)
@@ -128,10 +130,10 @@ def make_mixblock(model):
                          conv_general_dilated=getattr(model, "conv_general_dilated", None))
 
 
-def unlearn_step(state, batch, initial, *, model, mixblock, unlearner_tx, generator_tx,
+def unlearn_step(state, batch, frozen, *, model, mixblock, unlearner_tx, generator_tx,
                  num_classes, label_aware, hp):
   """One MixUnlearn step; `hp` is the method's config section (static)."""
-  inputs = frozen_inputs(initial, batch, model=model, num_classes=num_classes,
+  inputs = frozen_inputs(frozen["initial"], batch, model=model, num_classes=num_classes,
                          label_aware=label_aware, sharpen_temperature=hp.sharpen_temperature)
   batch_size = inputs.x_forget.shape[0]
   # Keys derive from (seed, step) only, so a resumed run draws the same numbers.
@@ -178,22 +180,45 @@ def init_state(ctx, mixblock, unlearner_tx, generator_tx):
   return jax.jit(init, out_shardings=parallel.replicated(ctx.mesh))(key, ctx.initial)
 
 
-def build(ctx: base.UnlearnContext, *, label_aware) -> base.UnlearnProgram:
+def default_config():
+  """Spec §4's defaults (MNIST / Fashion-MNIST budget; config.paper_config sets the rest)."""
+  c = ml_collections.ConfigDict()
+  c.epochs = 20  # an epoch is one pass over D_f
+  c.lr = 5e-5
+  c.generator_lr = 1e-4
+  c.gen_interval = 4
+  c.alpha = 0.75
+  c.per_sample_lambda = False
+  c.tau_gen = 1.0
+  c.tau_mix = 20.0
+  c.tau_real = 20.0
+  c.omega = 10.0
+  c.sharpen_temperature = 0.3  # 0 disables Sharpen (ablation)
+  c.batchnorm_train = False  # LAF protocol: BatchNorm statistics frozen
+  return c
+
+
+def build(ctx: base.UnlearnContext, *, label_aware) -> base.Program:
   hp = ctx.config
   mixblock = make_mixblock(ctx.model)
   unlearner_tx, generator_tx = optax.adam(hp.lr), optax.adam(hp.generator_lr)
-  steps_per_epoch = -(-ctx.num_forget // ctx.batch_size)
+  stream = data.paired_stream(ctx.batch_size, labels=label_aware)
+  num_steps = hp.epochs * data.steps_per_pass(stream["forget"], ctx.num_forget, ctx.num_remain)
   common = dict(model=ctx.model, mixblock=mixblock, num_classes=ctx.num_classes,
                 label_aware=label_aware, hp=hp)
   step = functools.partial(unlearn_step, unlearner_tx=unlearner_tx, generator_tx=generator_tx,
                            **common)
-  return base.UnlearnProgram(
-      state=init_state(ctx, mixblock, unlearner_tx, generator_tx), step=step,
-      num_steps=hp.epochs * steps_per_epoch, classifier=lambda state: state.unlearner,
+  return base.Program(
+      state=init_state(ctx, mixblock, unlearner_tx, generator_tx),
+      phases=(base.Phase("unlearn", stream, step, num_steps),),
+      result=lambda state: state.unlearner,
       samples=jax.jit(functools.partial(mixed_samples, **common)))
 
 
+_SOURCE = "Peng, Tang, Yang, Adversarial Mixup Unlearning, ICLR 2025 (spec §4)"
 METHODS = (
-    base.Method("mixunlearn_aware", True, functools.partial(build, label_aware=True)),
-    base.Method("mixunlearn_agnostic", False, functools.partial(build, label_aware=False)),
+    base.Method("mixunlearn_aware", "all", functools.partial(build, label_aware=True),
+                "mixunlearn", default_config, source=_SOURCE),
+    base.Method("mixunlearn_agnostic", "none", functools.partial(build, label_aware=False),
+                "mixunlearn", default_config, source=_SOURCE),
 )
