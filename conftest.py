@@ -12,3 +12,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("PJRT_NPROC", "8")
 os.environ.setdefault("NO_GCE_CHECK", "true")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from mixunlearn_jax import runtime  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+runtime.configure()  # what the entry points do, before JAX starts its backend

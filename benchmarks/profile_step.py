@@ -24,7 +24,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from mixunlearn_jax import benchmark, config as config_lib, methods, models
+from mixunlearn_jax import benchmark, config as config_lib, methods, models, runtime
 from mixunlearn_jax.engine import parallel, supervised
 import jax
 
@@ -92,4 +92,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  runtime.configure()
   main()

@@ -34,7 +34,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(_HERE), _HERE]  # the package and pytorch_reference.py
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from mixunlearn_jax import benchmark, config as config_lib, models
+from mixunlearn_jax import benchmark, config as config_lib, models, runtime
 from mixunlearn_jax.engine import parallel, supervised
 import jax
 import pytorch_reference
@@ -145,4 +145,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  runtime.configure()
   main()

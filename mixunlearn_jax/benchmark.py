@@ -54,6 +54,7 @@ from mixunlearn_jax import config as config_lib
 from mixunlearn_jax import data
 from mixunlearn_jax import methods
 from mixunlearn_jax import models
+from mixunlearn_jax import runtime
 from mixunlearn_jax.data import datasets
 from mixunlearn_jax.engine import parallel
 from mixunlearn_jax.engine import supervised
@@ -147,7 +148,9 @@ def method_program(name, model, initial, *, config, image_shape, num_classes, me
       theta0=lambda: initial,
       recipe={"epochs": config.pretrain.epochs, "lr": config.pretrain.lr,
               "batch_size": config.batch_size, "optimizer": "adam"},
-      run=lambda phase, state: state)  # auxiliary models are not trained here
+      run=lambda phase, state, counts=True: state,  # auxiliary models are not trained here
+      preprocess=data.Preprocess((0.0,) * image_shape[-1], (1.0,) * image_shape[-1]),
+      forget=np.arange(num_forget), remain=np.arange(num_forget, num_forget + num_remain))
   program = method.build(ctx)
   frozen = {"initial": initial,
             **jax.device_put(dict(program.frozen), parallel.replicated(mesh))}
@@ -360,4 +363,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  runtime.configure()
   app.run(main)

@@ -5,9 +5,13 @@ Every field a user might change lives here. Config files call
 (`--config.mixunlearn.tau_mxi=5`) is an error naming the field.
 """
 
+import pprint
+
 import ml_collections
 
+from mixunlearn_jax import data
 from mixunlearn_jax import methods
+from mixunlearn_jax import models
 
 
 def base_config():
@@ -104,3 +108,20 @@ def set_field(config, field, values):
   for part in parents:
     config = config[part]
   config[leaf] = values[0]
+
+
+def catalogue():
+  """What a config can name, one line each."""
+  lines = ["methods (config.methods; labels each may read; source):"]
+  lines += [f"  {m.name:22s} {m.labels:7s} {m.source}" for m in methods.all_methods()]
+  lines += [f"models (config.model.name): {', '.join(models.names())}",
+            f"datasets (config.data.name): {', '.join(data.names())}",
+            f"setups (config.setup): {', '.join(data.SETUPS)}"]
+  return "\n".join(lines)
+
+
+def as_file(config):
+  """A config file whose get_config() returns `config` resolved."""
+  return (f'"""A resolved config; run it with --config=<this file>."""\n\n'
+          "import ml_collections\n\n\ndef get_config():\n"
+          f"  return ml_collections.ConfigDict({pprint.pformat(config.to_dict(), indent=2)})\n")

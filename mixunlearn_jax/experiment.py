@@ -59,6 +59,8 @@ class Trained:
   result: object  # classifier variables, or a method's own result
   stage: loop.StageResult
   predict: object = None  # predict(result, images) -> probabilities; None: the classifier's
+  attack_predict: object = None  # what the membership attack reads; None: `predict`'s outputs
+  setup_seconds: float = 0.0  # a method's sub-stages run with counts=False (SISA's ensemble)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,24 +73,33 @@ class SeedRun:
 
 
 def run(config, workdir, *, overwrite=False):
-  """Runs (or resumes) the job of `config` in `workdir`; returns the results dict."""
+  """Runs (or resumes) the job of `config` in `workdir`; returns the results dict.
+
+  Everything that can be checked is checked before anything is written (the
+  config, the methods, batch sizes, the data, each seed's split), so a
+  refused run leaves nothing that blocks its corrected rerun.
+  """
   parallel.maybe_initialize_distributed()
   validate(config)
   mesh = parallel.make_mesh()
-  for field in ("batch_size", "eval_batch_size"):
-    parallel.check_batch_size(config[field], mesh, field)
-  prepare_workdir(config, workdir, overwrite)
+  check_batch_sizes(config, mesh)
   dataset = data.load(config.data.name, data_dir=config.data.data_dir,
                       manual_dir=config.data.manual_dir, image_size=config.data.image_size or None,
                       download=config.data.download)
+  for seed in config.seeds:
+    new_split(config, dataset, seed)  # raises for a forget class the data lacks, etc.
+  prepare_workdir(config, workdir, overwrite)
   logging.info("%s: %d training / %d test images of shape %s on %d devices.", dataset.name,
                len(dataset.train_labels), len(dataset.test_labels), dataset.image_shape,
                jax.device_count())
   job = Job(config, workdir, dataset, mesh, create_model(config, dataset),
             data.Preprocess(dataset.mean, dataset.std, config.data.crop_padding,
                             config.data.random_flip))
+  todo = unfinished(config, workdir)
+  if not todo:
+    logging.info("Every model of this job was evaluated already: rebuilding the table only.")
   for seed in config.seeds:
-    run_seed(job, seed)
+    run_seed(job, seed, todo)
   if jax.process_index() == 0:
     return report.rebuild(workdir, metrics.metric_names(config.setup))
   return None
@@ -101,7 +112,13 @@ def validate(config):
   if config.setup == "semi":
     raise NotImplementedError("The semi setup needs Mean-Teacher pretraining, which is not "
                               "implemented yet.")
-  models.create(config.model.name)  # raises for unknown model names
+  if config.model.name not in models.names():
+    raise ValueError(f"Unknown model {config.model.name!r}; known models: "
+                     f"{', '.join(models.names())}.")
+  if len(set(config.seeds)) != len(config.seeds):
+    raise ValueError(f"seeds={tuple(config.seeds)} repeats a seed; give each seed once.")
+  if len(set(config.methods)) != len(config.methods):
+    raise ValueError(f"methods={tuple(config.methods)} repeats a method; name each once.")
   for name in config.methods:
     method = methods.get(name)
     if config.setup == "noisy" and not method.uses_labels:
@@ -109,6 +126,24 @@ def validate(config):
     method.hyperparameters(config)  # raises for a variant's unknown field
   if not config.seeds:
     raise ValueError("seeds is empty; give at least one seed.")
+
+
+def check_batch_sizes(config, mesh):
+  """Every batch size of the config (the job's and the methods' sections') splits over the mesh."""
+  for field in ("batch_size", "eval_batch_size"):
+    parallel.check_batch_size(config[field], mesh, field)
+  for name in config.methods:
+    method = methods.get(name)
+    for field, value in method.hyperparameters(config).items():
+      if field.endswith("batch_size"):
+        parallel.check_batch_size(value, mesh, f"{method.section}.{field}")
+
+
+def unfinished(config, workdir):
+  """{(seed, model)} whose evaluation is not saved yet."""
+  return {(seed, name) for seed in config.seeds
+          for name in (INITIAL, RETRAIN, *config.methods)
+          if not os.path.exists(os.path.join(workdir, f"seed_{seed}", "eval", f"{name}.json"))}
 
 
 def create_model(config, dataset):
@@ -154,10 +189,12 @@ def prepare_workdir(config, workdir, overwrite):
   expected = stage_identities(config)
   stale = {}
   for seed in config.seeds:
-    recorded = identity.read(os.path.join(workdir, f"seed_{seed}"))
+    seed_dir = os.path.join(workdir, f"seed_{seed}")
+    recorded = identity.read(seed_dir)
     for stage, fields in expected.items():
       changed = identity.differing(recorded.get(stage, {}), fields)
-      if changed:
+      # A stage that failed before saving anything blocks nothing.
+      if changed and _has_output(seed_dir, stage):
         stale.setdefault(seed, {})[stage] = changed
   if stale and not overwrite:
     lines = "; ".join(f"seed {seed}: {stage} ({', '.join(fields)})"
@@ -183,6 +220,14 @@ def prepare_workdir(config, workdir, overwrite):
   os.replace(f"{path}.{os.getpid()}.tmp", path)
 
 
+def _has_output(seed_dir, stage):
+  """Whether `stage` saved anything: its file, or a checkpoint in its folder or a sub-folder."""
+  path = _stage_paths(seed_dir, stage)[0]
+  if not os.path.isdir(path):
+    return os.path.exists(path)
+  return any(loop.has_checkpoint(root) for root, _, _ in os.walk(path))
+
+
 def _remove(path):
   if os.path.exists(path):
     os.remove(path)
@@ -201,25 +246,40 @@ def derive_seed(seed, name):
 # -- one seed ---------------------------------------------------------------------------
 
 
-def run_seed(job, seed):
-  """Trains, unlearns and evaluates whatever of `seed` is not finished yet."""
+def run_seed(job, seed, todo=None):
+  """Trains, unlearns and evaluates whatever of `seed` is not finished yet.
+
+  `todo`, the job's unfinished (seed, model) pairs, numbers the progress lines.
+  """
   run_ = SeedRun(job, seed, os.path.join(job.workdir, f"seed_{seed}"), make_split(job, seed))
   initial = functools.cache(functools.partial(pretrain, run_))
-  evaluate(run_, INITIAL, initial)
-  evaluate(run_, RETRAIN, functools.partial(retrain, run_))
-  for name in job.config.methods:
-    evaluate(run_, name, functools.partial(unlearn, run_, name, initial))
+  trainers = {INITIAL: initial, RETRAIN: functools.partial(retrain, run_),
+              **{name: functools.partial(unlearn, run_, name, initial)
+                 for name in job.config.methods}}
+  order = sorted(todo or (), key=lambda item: (job.config.seeds.index(item[0]),
+                                                list(trainers).index(item[1])))
+  for name, train in trainers.items():
+    if (seed, name) in order:
+      logging.info("Job: model %d of %d (seed %d, %s).", order.index((seed, name)) + 1,
+                   len(order), seed, name)
+    evaluate(run_, name, train)
+
+
+def new_split(config, dataset, seed):
+  """The split `config` gives for `seed` (raises for settings the data cannot meet)."""
+  c = config
+  return data.make_split(
+      c.setup, dataset.train_labels, num_classes=dataset.num_classes, seed=seed,
+      forget_class=c.forget_class, forget_classes=c.forget_classes,
+      forget_fraction=c.forget_fraction, noisy_classes=c.noisy_classes,
+      noisy_fraction=c.noisy_fraction, unlabelled_fraction=c.unlabelled_fraction)
 
 
 def make_split(job, seed):
   """The seed's split, saved on first use; a saved one must equal what the config gives."""
   c, seed_dir = job.config, os.path.join(job.workdir, f"seed_{seed}")
   path = os.path.join(seed_dir, "split.npz")
-  split = data.make_split(
-      c.setup, job.dataset.train_labels, num_classes=job.dataset.num_classes, seed=seed,
-      forget_class=c.forget_class, forget_classes=c.forget_classes,
-      forget_fraction=c.forget_fraction, noisy_classes=c.noisy_classes,
-      noisy_fraction=c.noisy_fraction, unlabelled_fraction=c.unlabelled_fraction)
+  split = new_split(c, job.dataset, seed)
   if os.path.exists(path):
     saved = data.Split.load(path)
     if not (saved.forget.tolist() == split.forget.tolist()
@@ -228,7 +288,10 @@ def make_split(job, seed):
     return saved
   if jax.process_index() == 0:
     os.makedirs(seed_dir, exist_ok=True)
-    split.save(path)
+    # Written whole and renamed: the other processes read it meanwhile.
+    with open(f"{path}.{os.getpid()}.tmp", "wb") as f:
+      split.save(f)
+    os.replace(f"{path}.{os.getpid()}.tmp", path)
     identity.record(seed_dir, identity.SPLIT, stage_identities(c)[identity.SPLIT])
   return split
 
@@ -325,11 +388,14 @@ def unlearn(run_, name, initial):
   initial_variables = initial().result
   folder = f"unlearn_{name}"
   _record(run_, folder)
-  results = []
+  results, setup = [], []
 
-  def run_phase(phase, state, frozen, sub_folder):
-    """One phase as a checkpointed stage; its seed separates its data from other phases'."""
-    methods.check_stream(method, phase.stream)
+  def run_phase(phase, state, frozen, sub_folder, counts=True):
+    """One phase as a checkpointed stage; its seed separates its data from other phases'.
+
+    Its time counts as the method's, or with `counts=False` as its setup's.
+    """
+    methods.check_stream(method, phase.stream, phase.sets, run_.split.forget)
     for key, side in phase.stream.items():
       parallel.check_batch_size(side.batch_size, job.mesh, f"{name} {phase.name} {key} batch")
     step = jitted.setdefault(phase.step, parallel.jit_step(phase.step, job.mesh, num_frozen=1))
@@ -342,10 +408,10 @@ def unlearn(run_, name, initial):
         batches=device_batches(
             run_, data.stream_pipeline, images=job.dataset.train_images,
             labels=run_.split.train_labels, forget=run_.split.forget, remain=run_.split.remain,
-            stream=phase.stream, num_steps=phase.num_steps,
+            stream=phase.stream, num_steps=phase.num_steps, sets=phase.sets,
             seed=derive_seed(run_.seed, f"{name}/{sub_folder}" if sub_folder else name),
             preprocess=job.preprocess))
-    results.append((result, phase.num_steps * phase.examples_per_step))
+    (results if counts else setup).append((result, phase.num_steps * phase.examples_per_step))
     return result.state
 
   jitted = {}
@@ -356,9 +422,10 @@ def unlearn(run_, name, initial):
       image_shape=job.dataset.image_shape, num_classes=job.dataset.num_classes,
       num_forget=len(run_.split.forget), num_remain=len(run_.split.remain),
       batch_size=job.config.batch_size, config=method.hyperparameters(job.config),
-      seed=derive_seed(run_.seed, name), mesh=job.mesh,
-      run=lambda phase, state: run_phase(phase, state, {"initial": initial_variables},
-                                         phase.name))
+      seed=derive_seed(run_.seed, name), mesh=job.mesh, preprocess=job.preprocess,
+      forget=run_.split.forget, remain=run_.split.remain,
+      run=lambda phase, state, counts=True: run_phase(
+          phase, state, {"initial": initial_variables}, phase.name, counts))
   program = method.build(ctx)
   frozen = {"initial": initial_variables,
             **jax.device_put(dict(program.frozen), parallel.replicated(job.mesh))}
@@ -370,10 +437,11 @@ def unlearn(run_, name, initial):
     batch = next(device_batches(
         run_, data.stream_pipeline, images=job.dataset.train_images,
         labels=run_.split.train_labels, forget=run_.split.forget, remain=run_.split.remain,
-        stream=first.stream, num_steps=1, seed=derive_seed(run_.seed, name),
+        stream=first.stream, num_steps=1, sets=first.sets, seed=derive_seed(run_.seed, name),
         preprocess=job.preprocess)(0))
-    save(run_, f"{name}_samples.npz", jax.device_get(program.samples(state, batch, frozen)))
-  return Trained(program.result(state), _total(results), program.predict)
+    save(run_, f"{name}_samples.npz", parallel.host_value(program.samples(state, batch, frozen)))
+  return Trained(program.result(state), _total(results), program.predict,
+                 program.attack_predict, sum(r.seconds for r, _ in setup))
 
 
 def _total(results):
@@ -401,8 +469,10 @@ def evaluate(run_, name, train):
   job, split = run_.job, run_.split
   trained = train()
   train_probs, test_probs = probabilities(run_, trained.result, trained.predict)
+  attack_probs = (probabilities(run_, trained.result, trained.attack_predict)
+                  if trained.attack_predict else None)
   scores, attack = metrics.evaluate(
-      train_probs, test_probs, setup=job.config.setup, split=split,
+      train_probs, test_probs, attack_probs=attack_probs, setup=job.config.setup, split=split,
       test_labels=job.dataset.test_labels, forget_class=job.config.forget_class,
       attack_sets=metrics.AttackSets.make(split.forget, split.remain,
                                           len(job.dataset.test_labels), run_.seed),
@@ -410,6 +480,8 @@ def evaluate(run_, name, train):
   record = {"metrics": scores, "attack": attack, "seconds": trained.stage.seconds,
             "compile_seconds": trained.stage.compile_seconds,
             "examples_per_sec": trained.stage.examples_per_sec}
+  if trained.setup_seconds:
+    record["setup_seconds"] = trained.setup_seconds
   logging.info("seed %d / %s: %s", run_.seed, name,
                ", ".join(f"{k}={v:.2f}" for k, v in record["metrics"].items()))
   save(run_, f"{name}_losses.npz", {

@@ -67,3 +67,63 @@ def kd_divergence(student_logits, teacher_logits, temperature):
 def squared_error(a, b):
   """Per sample mean over the last axis of (a - b)²: PyTorch's MSELoss before the batch mean."""
   return jnp.mean(jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32)), axis=-1)
+
+
+def teacher_kl(student_logits, teacher_probs, temperature):
+  """Per sample KL(q || softmax(s/T)) to a teacher's softened outputs q, without T² (T-S).
+
+  Bad teaching's code calls PyTorch's kl_div, which takes 0·log 0 as 0.
+  """
+  q = teacher_probs.astype(jnp.float32)
+  log_p_student = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
+  return jnp.sum(jax.scipy.special.xlogy(q, q) - q * log_p_student, axis=-1)
+
+
+def gli_objective(logits, labels, forget_logits, weight):
+  """Per sample GLI's search objective J = -w CE(z, y) + MSE(z, z_f) on logits.
+
+  Its batch mean is the notebooks' J (CE a batch mean, MSE a mean over all
+  elements); ascent keeps the label while moving the logits from the forget batch's.
+  """
+  return -weight * cross_entropy(logits, labels) + squared_error(logits, forget_logits)
+
+
+def vae_loss(recon, embed, mu, sigma, kl_weight=0.025):
+  """LAF's L_VAE: (1/B) Σ ‖ê - e‖² + w (1/B) Σ -½ (log(σ² + 1e-8) + 1 - μ² - σ²)."""
+  batch = embed.shape[0]
+  recon, embed = recon.astype(jnp.float32), embed.astype(jnp.float32)
+  reconstruction = jnp.sum(jnp.square(recon - embed)) / batch
+  kl = -0.5 * jnp.sum(jnp.log(jnp.square(sigma) + 1e-8) + 1.0 - jnp.square(mu)
+                      - jnp.square(sigma)) / batch
+  return reconstruction + kl_weight * kl
+
+
+def reconstruction_score(recon, embed):
+  """Per sample exp(r / (r + 1)), r = ‖ê - e‖² summed over the embedding: L_UE's terms."""
+  r = jnp.sum(jnp.square(recon.astype(jnp.float32) - embed.astype(jnp.float32)), axis=-1)
+  return jnp.exp(r / (r + 1.0))
+
+
+def extractor_unlearning(recon_remain, embed_remain, recon_forget, embed_forget):
+  """L_UE = Σ_i score(h_r(e_i), e_i) - Σ_j score(h_f(e_j), e_j), summed over each batch."""
+  return (jnp.sum(reconstruction_score(recon_remain, embed_remain))
+          - jnp.sum(reconstruction_score(recon_forget, embed_forget)))
+
+
+def representation_alignment(embed_remain, teacher_remain, embed_forget, teacher_forget,
+                             temperature):
+  """L_RA = Σ_i log(exp(a_i) / Σ_j exp(c_j / τ)) = Σ_i a_i - B_r log Σ_j exp(c_j / τ).
+
+  a_i, c_j: 1 - cos between the embeddings and f_D's, on the remain and forget batch.
+  """
+  a = sim_loss(embed_remain, teacher_remain)
+  c = sim_loss(embed_forget, teacher_forget)
+  return jnp.sum(a) - a.shape[0] * jax.nn.logsumexp(c / temperature)
+
+
+def mixup_squared_error(outputs_mix, target_forget, target_remain, lam):
+  """Per sample MSE(out(x_mix), λ t_f + (1 - λ) t_r): L-Mix's term on vanilla mixtures."""
+  lam = jnp.asarray(lam, jnp.float32)
+  target = lam * target_forget.astype(jnp.float32) + (1.0 - lam) * target_remain.astype(
+      jnp.float32)
+  return squared_error(outputs_mix, target)

@@ -20,9 +20,15 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  with open(os.path.join(FLAGS.workdir, "config.json")) as f:
+  path = os.path.join(FLAGS.workdir, "config.json")
+  if not os.path.exists(path):
+    raise app.UsageError(f"{FLAGS.workdir} holds no run (no config.json).")
+  with open(path) as f:
     setup = json.load(f)["setup"]
-  report.rebuild(FLAGS.workdir, metrics.metric_names(setup))
+  try:
+    report.rebuild(FLAGS.workdir, metrics.metric_names(setup))
+  except FileNotFoundError as e:
+    raise app.UsageError(str(e)) from e
   print(open(os.path.join(FLAGS.workdir, "results.md")).read())
 
 

@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from mixunlearn_jax import config as config_lib
 from mixunlearn_jax import experiment
+from mixunlearn_jax import runtime
 from mixunlearn_jax.engine import loop
 
 config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=True)
@@ -78,4 +79,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  runtime.configure()
   app.run(main)

@@ -44,11 +44,16 @@ def mock(tmp_path_factory):
 
 
 def _require_raw_files(folder):
+  """Real-data tests need the raw files: CI has them (missing is a failure there); a clone
+  without ../shared skips these tests, saying which variable to set."""
   missing = [f for f in MNIST_FILES if not os.path.isfile(os.path.join(folder, f))]
   if missing:
-    pytest.fail(f"Raw files {missing} are missing from {folder!r}. Put the four .gz files "
-                "there or point MIXUNLEARN_MNIST_DIR at the MNIST folder beside a "
-                "fashion_mnist one.")
+    message = (f"Raw files {missing} are missing from {folder!r}. Put the four .gz files "
+               "there or point MIXUNLEARN_MNIST_DIR at the MNIST folder beside a "
+               "fashion_mnist one.")
+    if os.environ.get("CI") == "true":
+      pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,11 @@ FINETUNE = methods.Method(
 methods.register(FINETUNE)
 
 
+# GLI never trains on D_f, only on perturbed D_r images (BASELINES.md §9): on digits
+# no budget tried (lr up to 5e-2, K up to 5, 5 epochs) moved Test_f off 100.
+DOES_NOT_FORGET_CLASS_0 = {"gli"}
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("tiny"))
@@ -84,7 +89,8 @@ def test_end_to_end_results_have_every_field_and_every_method_forgets(tiny_run):
   assert set(saved["timings"]) == set(saved["throughput"]) == set(saved["models"])
   initial_test_f = saved["models"]["initial"]["Test_f"]["mean"]
   for name in config.methods:  # the digits budgets of tiny_config forget
-    assert saved["models"][name]["Test_f"]["mean"] <= 0.5 * initial_test_f, name
+    forgets = saved["models"][name]["Test_f"]["mean"] <= 0.5 * initial_test_f
+    assert forgets != (name in DOES_NOT_FORGET_CLASS_0), name
   assert saved["models"]["retrain"]["Test_f"]["mean"] == 0.0  # class 0 never seen
   table = open(os.path.join(workdir, "results.md")).read()
   assert "mixunlearn_agnostic" in table and "distance to Retrain" in table
@@ -154,6 +160,10 @@ def test_a_workdir_takes_more_seeds_and_checks_only_recorded_stages(tmp_path):
   identity.record(os.path.join(workdir, "seed_1"), "pretrain",
                   identity.stage_fields(more_seeds, "pretrain"))
   more_seeds.pretrain.lr = 0.5
+  # A recorded stage that saved nothing (it failed at once) blocks nothing...
+  experiment.prepare_workdir(more_seeds, workdir, overwrite=False)
+  os.makedirs(os.path.join(workdir, "seed_1", "pretrain", "checkpoints", "5"))
+  # ...one that saved a checkpoint does.
   with pytest.raises(ValueError, match=r"seed 1: pretrain \(pretrain.lr\)"):
     experiment.prepare_workdir(more_seeds, workdir, overwrite=False)
   more_seeds.pretrain.lr = one_seed.pretrain.lr
@@ -302,6 +312,7 @@ def test_cli_config_typo_is_an_error_naming_the_field(tmp_path):
 
 def test_cli_unknown_method_and_bad_batch_size_are_clear_errors(tmp_path):
   result = run_cli(tmp_path / "a", "--config.methods=('mixunlearn_aware','neggrad_typo')")
-  assert result.returncode != 0 and "known methods: mixunlearn_agnostic" in result.stderr
+  assert result.returncode != 0 and "neggrad_typo" in result.stderr
+  assert "known methods: " in result.stderr and "mixunlearn_agnostic" in result.stderr
   result = run_cli(tmp_path / "b", "--config.batch_size=30", env_devices=4)
   assert result.returncode != 0 and "e.g. 28 or 32" in result.stderr

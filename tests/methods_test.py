@@ -38,7 +38,10 @@ def context(name, model, mesh, initial, num_forget=37, num_remain=90, **override
   hp.update(overrides)
   return method, methods.UnlearnContext(
       model=model, initial=initial, image_shape=SHAPE, num_classes=10, num_forget=num_forget,
-      num_remain=num_remain, batch_size=8, config=hp, seed=3, mesh=mesh)
+      num_remain=num_remain, batch_size=8, config=hp, seed=3, mesh=mesh,
+      theta0=lambda: initial, recipe={"epochs": 2, "lr": 1e-3, "batch_size": 8},
+      run=lambda phase, state, counts=True: state,  # auxiliary models stay untrained here
+      forget=np.arange(num_forget), remain=np.arange(num_forget, num_forget + num_remain))
 
 
 def batch_of(rng, size, labels=True, mask=None, index=None):

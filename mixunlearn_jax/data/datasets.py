@@ -10,9 +10,7 @@ import os
 import socket
 import urllib.parse
 
-os.environ.setdefault("NO_GCE_CHECK", "true")  # tfds must not probe a cloud metadata server.
-
-from absl import logging  # pylint: disable=g-import-not-at-top
+from absl import logging
 import numpy as np
 from sklearn import datasets as sk_datasets
 import tensorflow as tf

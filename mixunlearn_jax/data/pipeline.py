@@ -9,6 +9,7 @@ exactly the batches an uninterrupted run would, starting at any step.
 import dataclasses
 import math
 from typing import Mapping
+import zlib
 
 import jax
 import numpy as np
@@ -39,19 +40,27 @@ _SOURCE_STREAM = {"forget": FORGET_STREAM, "remain": REMAIN_STREAM, "mixed": MIX
                   "all": ALL_STREAM}
 
 
+def source_stream(source):
+  """A source's randomness stream; a named set's comes from its name alone (crc32), so
+  adding a set changes no other source's batches."""
+  return _SOURCE_STREAM.get(source) or 16 + zlib.crc32(source.encode())
+
+
 @dataclasses.dataclass(frozen=True)
 class Side:
   """One side of a stream: which samples, how many per step, what a batch carries.
 
   A batch of the side is {'image'} plus 'label' with `labels`, 'index' (the
   sample's index into the training set) with `index`, 'tag' (1 for a D_f
-  sample, 0 for D_r) for 'mixed' and 'all' sources, and 'mask' with
-  `one_pass`.
+  sample, 0 for D_r) for 'mixed', 'all' and named-set sources, and 'mask'
+  with `one_pass`.
 
   Attributes:
     source: 'forget' (D_f), 'remain' (D_r), 'mixed' (all of D_f plus a
-      fresh `remain_share` of D_r on every pass, shuffled together) or 'all'
-      (D, e.g. for an auxiliary model of all the training data).
+      fresh `remain_share` of D_r on every pass, shuffled together), 'all'
+      (D, e.g. for an auxiliary model of all the training data), or the
+      name of one of the phase's `sets` (training-set indices a method
+      defines, e.g. SISA's shards).
     batch_size: global batch size of the side.
     labels: whether batches carry training labels; the method's `labels`
       must allow it.
@@ -71,8 +80,8 @@ class Side:
   remain_share: float = 1.0
 
   def __post_init__(self):
-    if self.source not in SOURCES:
-      raise ValueError(f"Side source {self.source!r}; use one of {SOURCES}.")
+    if not isinstance(self.source, str) or not self.source:
+      raise ValueError(f"Side source {self.source!r}; use one of {SOURCES} or a set's name.")
     if self.batch_size < 1:
       raise ValueError(f"Side batch_size must be positive, got {self.batch_size}.")
     if not 0.0 < self.remain_share <= 1.0:
@@ -114,15 +123,20 @@ def stream_rows(indices, batch_size, *, seed, stream, start_step, num_steps):
   return _rows(order, len(indices), batch_size, start_step, num_steps, one_pass=False)[0]
 
 
-def side_rows(side, forget, remain, *, seed, start_step, num_steps):
+def side_rows(side, forget, remain, *, seed, start_step, num_steps, sets=None):
   """(rows, mask) of `side` for steps [start_step, num_steps): dataset indices per batch.
 
-  `mask` is 0 on the padding of a one-pass side's last batch, else 1.
+  `mask` is 0 on the padding of a one-pass side's last batch, else 1. `sets`
+  ({name: training-set indices}) holds the named sets a side may read.
   """
-  stream = _SOURCE_STREAM[side.source]
+  sets = sets or {}
+  if side.source not in SOURCES and side.source not in sets:
+    raise ValueError(f"Side source {side.source!r} is neither one of {SOURCES} nor a set of "
+                     f"the phase ({', '.join(sets) or 'none'}).")
+  stream = source_stream(side.source)
   if side.source != "mixed":
-    indices = {"forget": forget, "remain": remain,
-               "all": np.union1d(forget, remain)}[side.source]
+    indices = np.asarray(sets[side.source]) if side.source in sets else {
+        "forget": forget, "remain": remain, "all": np.union1d(forget, remain)}[side.source]
     if not len(indices):
       raise ValueError(f"Cannot build a batch stream over an empty {side.source} set.")
     order = lambda p: indices[_rng(seed, stream, p).permutation(len(indices))]  # noqa: E731
@@ -134,7 +148,7 @@ def side_rows(side, forget, remain, *, seed, start_step, num_steps):
       pool = np.concatenate([forget, rng.choice(remain, size=share, replace=False)])
       return pool[rng.permutation(len(pool))]
 
-  length = _pass_length(side, len(forget), len(remain))
+  length = len(indices) if side.source in sets else _pass_length(side, len(forget), len(remain))
   return _rows(order, length, side.batch_size, start_step, num_steps, side.one_pass)
 
 
@@ -174,19 +188,20 @@ def train_pipeline(images, labels, indices, *, batch_size, num_steps, seed, prep
 
 
 def stream_pipeline(images, labels, forget, remain, stream: Stream, *, num_steps, seed,
-                    preprocess, start_step=0):
+                    preprocess, start_step=0, sets=None):
   """Yields {key: batch} for each side of `stream`, steps start_step..num_steps-1.
 
   A side's batch is {'image'} and, as the side asks, 'label', 'index', 'tag'
-  (1 for D_f samples; 'mixed' sources) and 'mask' (one-pass sides). No
-  other label enters the batch, so a method cannot read a label its stream
-  does not ask for.
+  (1 for D_f samples; 'mixed', 'all' and named-set sources) and 'mask'
+  (one-pass sides). No other label enters the batch, so a method cannot read
+  a label its stream does not ask for. `sets` are the named sets of the
+  phase (see `side_rows`).
   """
   forget, remain = np.asarray(forget), np.asarray(remain)
   columns = {}
   for key, side in stream.items():
     rows, mask = side_rows(side, forget, remain, seed=seed, start_step=start_step,
-                           num_steps=num_steps)
+                           num_steps=num_steps, sets=sets)
     columns[key] = {"rows": _local(rows), "mask": _local(mask),
                     "tag": _local(np.isin(rows, forget).astype(np.int32))}
   batcher = _Batcher(images, labels, preprocess, seed)
@@ -195,11 +210,11 @@ def stream_pipeline(images, labels, forget, remain, stream: Stream, *, num_steps
     batches = {}
     for key, side in stream.items():
       c = columns[key]
-      batch = batcher(c["rows"], step, _SOURCE_STREAM[side.source], augment=side.augment,
+      batch = batcher(c["rows"], step, source_stream(side.source), augment=side.augment,
                       with_labels=side.labels)
       if side.index:
         batch["index"] = tf.cast(c["rows"], tf.int32)
-      if side.source in ("mixed", "all"):
+      if side.source not in ("forget", "remain"):
         batch["tag"] = c["tag"]
       if side.one_pass:
         batch["mask"] = c["mask"]

@@ -33,20 +33,28 @@ def classifier_probs(model):
 
 
 def make_predict(predict, mesh):
-  """`predict(result, images) -> probabilities` jitted: result replicated, images sharded."""
+  """`predict(result, images) -> probabilities` jitted: result replicated, images sharded.
+
+  The outputs are replicated, so every process holds the whole batch's
+  probabilities (XLA gathers them from all processes' devices).
+  """
   return jax.jit(predict, in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
                  out_shardings=parallel.replicated(mesh))
 
 
 def predict_probs(predict, variables, images, labels, indices, *, batch_size, preprocess, mesh):
-  """Softmax outputs for `indices`, in order, with the padded rows dropped."""
+  """Softmax outputs for `indices`, in order, in every process.
+
+  Each process feeds its slice of every batch; the padding ends the last
+  batch, so the outputs' first len(indices) rows are the examples.
+  """
   outputs = []
   batches = pipeline.eval_pipeline(images, labels, indices, batch_size=batch_size,
                                    preprocess=preprocess)
-  for batch in parallel.device_prefetch(batches, parallel.data_sharded(mesh)):
-    probs, mask = jax.device_get((predict(variables, batch["image"]), batch["mask"]))
-    outputs.append(probs[mask > 0])
-  return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+  images = (batch["image"] for batch in batches)
+  for batch_images in parallel.device_prefetch(images, parallel.data_sharded(mesh)):
+    outputs.append(jax.device_get(predict(variables, batch_images)))
+  return np.concatenate(outputs)[:len(indices)] if outputs else np.zeros((0, 0), np.float32)
 
 
 def accuracy(probs, labels):
@@ -102,9 +110,15 @@ def membership_attack(train_probs, test_probs, sets: AttackSets, *, seed, trees=
 
 
 def evaluate(train_probs, test_probs, *, setup, split, test_labels, forget_class, attack_sets, seed,
-             trees=100):
-  """(metrics of `setup`, the attack's breakdown) for one model, from its softmax outputs."""
-  attack = membership_attack(train_probs, test_probs, attack_sets, seed=seed, trees=trees)
+             trees=100, attack_probs=None):
+  """(metrics of `setup`, the attack's breakdown) for one model, from its softmax outputs.
+
+  `attack_probs` ((train, test) outputs), if given, is what the attack reads
+  instead (e.g. an ensemble's mean softmax where accuracy reads its vote).
+  """
+  attack_train, attack_test = attack_probs if attack_probs is not None else (train_probs,
+                                                                               test_probs)
+  attack = membership_attack(attack_train, attack_test, attack_sets, seed=seed, trees=trees)
   results = {"ASR": attack["ASR"]}
   if setup == "class":
     forgotten = test_labels == forget_class

@@ -45,32 +45,43 @@ def _density(values, grid):
 def mixed_samples(samples, path, title="", count=8):
   """Rows: forget image, remain image, mask M0 (weight of x_f), mixed image; λ in titles.
 
+  The masks get their own colour scale, stretched to their range (with a
+  colour bar and the range in the title), so that what the generator does
+  shows even when its masks stay near 0.5.
+
   Args:
     samples: {'x_forget', 'x_remain', 'mask', 'x_mix': [B,H,W,C], 'lam': [] or [B]}.
   """
   count = min(count, len(samples["x_forget"]))
   lam = np.broadcast_to(np.asarray(samples["lam"]), (len(samples["x_forget"]),))[:count]
+  masks = np.asarray(samples["mask"][..., 0], np.float32)
+  low, high = float(masks[:count].min()), float(masks[:count].max())
   rows = [("x_f", samples["x_forget"]), ("x_r", samples["x_remain"]),
           ("M0", samples["mask"][..., :1]), ("x_mix", samples["x_mix"])]
-  fig, axes = plt.subplots(len(rows), count, figsize=(1.4 * count, 1.5 * len(rows)), squeeze=False)
+  fig, axes = plt.subplots(len(rows), count, figsize=(1.4 * count + 0.8, 1.5 * len(rows)),
+                           squeeze=False)
   for r, (name, images) in enumerate(rows):
     for i in range(count):
       ax = axes[r][i]
-      ax.imshow(_displayable(images[i], fixed_range=name == "M0"), cmap="gray", vmin=0, vmax=1)
+      if name == "M0":
+        shown = ax.imshow(masks[i], cmap="viridis", vmin=low, vmax=max(high, low + 1e-6))
+      else:
+        ax.imshow(_displayable(images[i]), cmap="gray", vmin=0, vmax=1)
       ax.set_xticks([])
       ax.set_yticks([])
       if i == 0:
         ax.set_ylabel(name)
       if r == 0:
         ax.set_title(f"λ={lam[i]:.2f}", fontsize=8)
-  fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  fig.colorbar(shown, ax=list(axes[2]), fraction=0.02, pad=0.01, label="M0")
+  fig.suptitle(f"{title}\nM0 (weight of x_f) from {low:.3f} to {high:.3f}")
+  fig.savefig(path, dpi=100, bbox_inches="tight")
   plt.close(fig)
+  return low, high
 
 
-def _displayable(image, fixed_range):
+def _displayable(image):
+  """A normalised image stretched to [0, 1] for display."""
   image = np.asarray(image, np.float32)
-  if not fixed_range:  # normalised images: stretch to [0, 1] for display
-    image = (image - image.min()) / max(float(np.ptp(image)), 1e-6)
+  image = (image - image.min()) / max(float(np.ptp(image)), 1e-6)
   return image[..., 0] if image.shape[-1] == 1 else image

@@ -32,13 +32,22 @@ def aggregate(per_seed, metric_names):
       entry["gap"] = {m: abs(entry[m]["mean"] - reference[m]["mean"]) for m in metric_names}
       entry["distance_to_retrain"] = float(np.mean(list(entry["gap"].values())))
   results["timings"] = {n: e["seconds"]["mean"] for n, e in results["models"].items()}
+  if REFERENCE in results["models"]:
+    # Each model's stage time over Retrain's: what unlearning costs against retraining.
+    reference_seconds = results["timings"][REFERENCE]
+    results["cost_ratio"] = {n: t / reference_seconds if reference_seconds > 0 else float("nan")
+                             for n, t in results["timings"].items()}
+  # Time spent before any deletion request (SISA's initial ensemble), not in `timings`.
+  results["setup_seconds"] = {n: float(np.mean([per_seed[s][n]["setup_seconds"] for s in seeds]))
+                              for n in model_names if "setup_seconds" in per_seed[seeds[0]][n]}
   results["throughput"] = {n: e["examples_per_sec"]["mean"] for n, e in results["models"].items()}
   return results
 
 
 def markdown(results, title=""):
   metric_names = results["metrics"]
-  header = ["model", *metric_names, "distance to Retrain", "time (s)", "examples/s"]
+  header = ["model", *metric_names, "distance to Retrain", "time (s)", "time / Retrain",
+            "examples/s"]
   lines = [f"# {title}" if title else "", f"Seeds: {results['seeds']}. Accuracies and ASR in %, "
            "mean ± std over seeds; (gap) = |mean - Retrain mean|.", "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -51,8 +60,15 @@ def markdown(results, title=""):
     distance = entry.get("distance_to_retrain")
     cells.append("—" if distance is None or name == REFERENCE else f"{distance:.2f}")
     cells.append(f"{entry['seconds']['mean']:.1f}")
+    ratio = results.get("cost_ratio", {}).get(name)
+    cells.append("—" if ratio is None else f"{ratio:.2f}")
     cells.append(f"{entry['examples_per_sec']['mean']:.0f}")
     lines.append("| " + " | ".join(cells) + " |")
+  setup = results.get("setup_seconds", {})
+  if setup:
+    lines += ["", "Time before any deletion request, not in the time column (the shard "
+              "ensembles' initial training): " + ", ".join(
+                  f"{name} {seconds:.1f} s" for name, seconds in setup.items()) + "."]
   return "\n".join(lines).lstrip("\n") + "\n"
 
 
@@ -62,6 +78,11 @@ def rebuild(workdir, metric_names):
     config = json.load(f)
   names = ["initial", REFERENCE, *config["methods"]]
   evals = {seed: os.path.join(workdir, f"seed_{seed}", "eval") for seed in config["seeds"]}
+  missing = [f"seed {seed}: {name}" for seed, folder in evals.items() for name in names
+             if not os.path.exists(os.path.join(folder, f"{name}.json"))]
+  if missing:
+    raise FileNotFoundError(f"{workdir} is unfinished: no evaluation yet of {'; '.join(missing)}. "
+                            "Run the job's command again to finish it.")
   per_seed = {}
   for seed, folder in evals.items():
     per_seed[seed] = {}

@@ -5,10 +5,16 @@ A method joins with one module under methods/ that defines its `Method`s
 section, named after it, comes from its `default_config`.
 """
 
+from mixunlearn_jax.methods import boundary
+from mixunlearn_jax.methods import gli
+from mixunlearn_jax.methods import laf
 from mixunlearn_jax.methods import mixunlearn
 from mixunlearn_jax.methods import neggrad
 from mixunlearn_jax.methods import randlabel
 from mixunlearn_jax.methods import scrub
+from mixunlearn_jax.methods import sisa
+from mixunlearn_jax.methods import teacher_student
+from mixunlearn_jax.methods import unrolling
 from mixunlearn_jax.methods.base import (Method, Phase, Program, UnlearnContext, check_stream,
                                          variant)
 
@@ -16,7 +22,13 @@ _REGISTRY = {m.name: m for m in (
     *mixunlearn.METHODS,
     *neggrad.METHODS,
     *scrub.METHODS,
+    *sisa.METHODS,
     *randlabel.METHODS,
+    *boundary.METHODS,
+    *gli.METHODS,
+    *laf.METHODS,
+    *teacher_student.METHODS,
+    *unrolling.METHODS,
 )}
 
 

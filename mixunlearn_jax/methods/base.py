@@ -14,7 +14,10 @@ sharding, the checkpointed loop, evaluation); a method says:
 - frozen pytrees beside f_D (teachers, VAEs), passed to every step as
   `frozen[name]`, replicated and never donated;
 - how its result predicts (`Program.predict`), for results that are not one
-  classifier (ensembles);
+  classifier (ensembles), and what the membership attack reads when that
+  differs (`Program.attack_predict`);
+- named sets of training-set indices a phase's sides may read
+  (`Phase.sets`, e.g. SISA's shards);
 - its own config section, named after it, with its defaults
   (`default_config`); a `variant` is a registered method plus overrides of
   that section (ablations, grid points).
@@ -22,7 +25,9 @@ sharding, the checkpointed loop, evaluation); a method says:
 Phases run one after another on one state, each a checkpointed sub-stage
 in the method's folder that resumes after SIGKILL. A method trains auxiliary
 models (teachers, VAEs) inside `build` with `ctx.run(phase, state)`, which
-checkpoints them the same way; their time counts as the method's.
+checkpoints them the same way; their time counts as the method's, unless
+`counts=False` (work done before any deletion request, such as SISA's initial
+ensemble), which is recorded apart as `setup_seconds`.
 """
 
 import dataclasses
@@ -30,8 +35,9 @@ import types
 from typing import Any, Callable, Mapping
 
 import ml_collections
+import numpy as np
 
-from mixunlearn_jax.data.pipeline import Side, Stream
+from mixunlearn_jax.data.pipeline import SOURCES, Side, Stream
 
 LABEL_USES = ("all", "remain", "none")
 
@@ -49,12 +55,21 @@ class Phase:
   phase starts from the previous phase's state, e.g. to set a learning rate
   for the phase; a phase resumed from its own checkpoint does not run it.
   An example, for throughput, is one sample of the stream's first side.
+  `sets` names sets of training-set indices that the stream's sides may read
+  as their `source` besides 'forget', 'remain', 'mixed' and 'all'; the method
+  keeps D_f indices out of any set that must not hold them.
   """
   name: str
   stream: Stream
   step: Callable
   num_steps: int
   enter: Callable | None = None
+  sets: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    clash = sorted(set(self.sets) & set(SOURCES))
+    if clash:
+      raise ValueError(f"Phase {self.name!r}: set names {clash} are source names.")
 
   @property
   def examples_per_step(self):
@@ -75,6 +90,9 @@ class Program:
       (f_D's variables), placed replicated by the engine, never donated.
     predict: `predict(result, images) -> probabilities`; None means the
       classifier's softmax on `result` as variables.
+    attack_predict: the same for the membership attack, where it reads
+      other outputs than the accuracies (SISA: the shard models' mean
+      softmax, while accuracy uses their vote); None means `predict`'s.
     samples: `samples(state, batch, frozen) -> {name: array}` for the report's
       picture of what the method generated, on one batch of the first phase.
   """
@@ -84,6 +102,7 @@ class Program:
   frozen: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   predict: Callable | None = None
   samples: Callable | None = None
+  attack_predict: Callable | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +118,15 @@ class UnlearnContext:
     theta0: () -> the variables pretraining started from (θ_0).
     recipe: the pretraining recipe: {'epochs', 'lr', 'batch_size',
       'optimizer'} of f_D's training.
-    run: (phase, state) -> state: trains an auxiliary model as a
-      checkpointed sub-stage of the method (folder `phase.name`).
+    run: (phase, state, counts=True) -> state: trains an auxiliary model as
+      a checkpointed sub-stage of the method (folder `phase.name`); with
+      `counts=False` its time is recorded apart (`setup_seconds`), not as
+      the method's unlearning time.
+    forget, remain: the training-set indices of D_f and D_r (for methods
+      that define sets over them, e.g. SISA's shards).
+    preprocess: the data.Preprocess the batches' images went through
+      (image = (pixel - mean) / std, pixels in [0, 1]), for methods that
+      work in pixel space (methods/common.py: to_pixels, from_pixels).
   """
   model: Any
   initial: Any
@@ -115,6 +141,9 @@ class UnlearnContext:
   theta0: Callable[[], Any] | None = None
   recipe: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   run: Callable | None = None
+  preprocess: Any = None
+  forget: np.ndarray | None = None
+  remain: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,12 +193,21 @@ def variant(method: Method, name: str, source: str = "", **overrides) -> Method:
                              source=source or method.source)
 
 
-def check_stream(method: Method, stream: Stream):
-  """Raises if a side would hand `method` labels it may not read."""
+def check_stream(method: Method, stream: Stream, sets=None, forget=None):
+  """Raises if a side would hand `method` labels it may not read.
+
+  A named set (`sets`) counts as remain samples only if it holds no index of
+  `forget` (D_f); without `forget` it counts as holding some, so its labels
+  are for methods with labels 'all'.
+  """
+  sets = sets or {}
   for key, side in stream.items():
     if not side.labels:
       continue
-    if method.labels == "none" or (method.labels == "remain" and side.source != "remain"):
+    in_remain = side.source == "remain" or (
+        side.source in sets and forget is not None
+        and not np.isin(sets[side.source], forget).any())
+    if method.labels == "none" or (method.labels == "remain" and not in_remain):
       # 'mixed' and 'all' sides hold D_f samples too.
       raise ValueError(f"{method.name} may read {method.labels} labels, but its stream side "
                        f"{key!r} asks for the labels of {side.source!r} samples.")

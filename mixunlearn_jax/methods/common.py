@@ -78,3 +78,15 @@ def masked_mean(values, mask=None):
   if mask is None:
     return jnp.mean(values)
   return jnp.sum(values * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def to_pixels(images, preprocess):
+  """Normalised batch images back to [0, 1] pixels (the inverse of the pipeline's normalisation)."""
+  return images * jnp.asarray(preprocess.std, images.dtype) + jnp.asarray(preprocess.mean,
+                                                                          images.dtype)
+
+
+def from_pixels(pixels, preprocess):
+  """[0, 1] pixels to the normalised images the models read."""
+  return (pixels - jnp.asarray(preprocess.mean, pixels.dtype)) / jnp.asarray(preprocess.std,
+                                                                            pixels.dtype)

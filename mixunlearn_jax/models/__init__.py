@@ -16,6 +16,7 @@ from mixunlearn_jax.models import onednn
 from mixunlearn_jax.models.cnn import CNN
 from mixunlearn_jax.models.mixblock import MixBlock, mix_images
 from mixunlearn_jax.models.resnet import ResNet, ResNet18
+from mixunlearn_jax.models.vae import EmbeddingVAE
 from mixunlearn_jax.models.vit import ViT, VIT_VARIANTS, load_pretrained_npz
 
 _REGISTRY = {
@@ -77,5 +78,5 @@ def dtype_of(name):
   return dtypes[name]
 
 
-__all__ = ["CNN", "MixBlock", "ResNet", "ResNet18", "ViT", "create", "load_pretrained_npz",
-           "mix_images", "names"]
+__all__ = ["CNN", "EmbeddingVAE", "MixBlock", "ResNet", "ResNet18", "ViT", "create",
+           "load_pretrained_npz", "mix_images", "names"]

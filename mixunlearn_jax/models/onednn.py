@@ -70,7 +70,9 @@ def kernel_grad(x, dy, w_shape, strides, padding):
 def _call(target, out, a, b, strides, padding):
   (sh, sw), ((ph_lo, ph_hi), (pw_lo, pw_hi)) = strides, padding
   attrs = dict(sh=sh, sw=sw, ph_lo=ph_lo, ph_hi=ph_hi, pw_lo=pw_lo, pw_hi=pw_hi)
-  return jax.ffi.ffi_call(_TARGETS[target], out)(
+  # Under jax.vmap (SISA's stacked shard models) every operand gets the batch
+  # axes, and the kernels run one convolution per batch element.
+  return jax.ffi.ffi_call(_TARGETS[target], out, vmap_method="broadcast_all")(
       a, b, **{k: np.int64(v) for k, v in attrs.items()})
 
 

@@ -105,43 +105,62 @@ void Reorder(dnnl::stream& stream, memory& from, memory& to) {
   dnnl::reorder(from, to).execute(stream, from, to);
 }
 
+// Elements of one convolution's operand: a buffer's last four dimensions.
+int64_t Elements(Dims d) {
+  int64_t n = 1;
+  for (int64_t v : d.last(4)) n *= v;
+  return n;
+}
+
 // x, w, y: the buffers' NHWC / HWIO / NHWC dims; the two operands of `kind`
-// are read from `a` and `b`, its result written to `out`.
-ffi::Error Convolve(Kind kind, float* a, float* b, float* out, Dims x, Dims w, Dims y,
-                    int64_t sh, int64_t sw, int64_t ph_lo, int64_t ph_hi, int64_t pw_lo,
-                    int64_t pw_hi) {
+// are read from `a` and `b`, its result written to `out`. Under jax.vmap
+// (vmap_method 'broadcast_all') every buffer carries the same leading batch
+// dimensions: one convolution per batch element, all on one cached primitive.
+ffi::Error Convolve(Kind kind, float* a, float* b, float* out, Dims x_all, Dims w_all,
+                    Dims y_all, int64_t sh, int64_t sw, int64_t ph_lo, int64_t ph_hi,
+                    int64_t pw_lo, int64_t pw_hi) {
+  Dims x = x_all.last(4), w = w_all.last(4), y = y_all.last(4);
   Geometry g{{x[0], x[3], x[1], x[2]}, {w[3], w[2], w[0], w[1]}, {y[0], y[3], y[1], y[2]},
              {sh, sw}, {ph_lo, pw_lo}, {ph_hi, pw_hi}};
+  int64_t batches = 1;
+  for (size_t i = 0; i + 4 < x_all.size(); ++i) batches *= x_all[i];
+  const int64_t nx = Elements(x_all), nw = Elements(w_all), ny = Elements(y_all);
+  // Each kind's (a, b, out) in elements per batch element.
+  const int64_t na = kind == Kind::kInputGrad ? ny : nx;
+  const int64_t nb = kind == Kind::kForward || kind == Kind::kInputGrad ? nw : ny;
+  const int64_t nout = kind == Kind::kForward ? ny : kind == Kind::kInputGrad ? nx : nw;
   try {
     const Primitive& p = Cached(kind, g);
     dnnl::stream stream(Engine());
     memory scratchpad(p.scratchpad, Engine());
     memory kernel(p.kernel, Engine());
-    switch (kind) {
-      case Kind::kForward: {
-        memory src(g.XDesc(), Engine(), a), user_w(g.WDesc(), Engine(), b);
-        memory dst(g.YDesc(), Engine(), out);
-        Reorder(stream, user_w, kernel);
-        p.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, kernel},
-                                     {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
-        break;
-      }
-      case Kind::kInputGrad: {
-        memory dy(g.YDesc(), Engine(), a), user_w(g.WDesc(), Engine(), b);
-        memory dx(g.XDesc(), Engine(), out);
-        Reorder(stream, user_w, kernel);
-        p.primitive.execute(stream, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, kernel},
-                                     {DNNL_ARG_DIFF_SRC, dx}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
-        break;
-      }
-      case Kind::kKernelGrad: {
-        memory src(g.XDesc(), Engine(), a), dy(g.YDesc(), Engine(), b);
-        memory dw(g.WDesc(), Engine(), out);
-        p.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, dy},
-                                     {DNNL_ARG_DIFF_WEIGHTS, kernel},
-                                     {DNNL_ARG_SCRATCHPAD, scratchpad}});
-        Reorder(stream, kernel, dw);
-        break;
+    for (int64_t i = 0; i < batches; ++i, a += na, b += nb, out += nout) {
+      switch (kind) {
+        case Kind::kForward: {
+          memory src(g.XDesc(), Engine(), a), user_w(g.WDesc(), Engine(), b);
+          memory dst(g.YDesc(), Engine(), out);
+          Reorder(stream, user_w, kernel);
+          p.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, kernel},
+                                       {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
+          break;
+        }
+        case Kind::kInputGrad: {
+          memory dy(g.YDesc(), Engine(), a), user_w(g.WDesc(), Engine(), b);
+          memory dx(g.XDesc(), Engine(), out);
+          Reorder(stream, user_w, kernel);
+          p.primitive.execute(stream, {{DNNL_ARG_DIFF_DST, dy}, {DNNL_ARG_WEIGHTS, kernel},
+                                       {DNNL_ARG_DIFF_SRC, dx}, {DNNL_ARG_SCRATCHPAD, scratchpad}});
+          break;
+        }
+        case Kind::kKernelGrad: {
+          memory src(g.XDesc(), Engine(), a), dy(g.YDesc(), Engine(), b);
+          memory dw(g.WDesc(), Engine(), out);
+          p.primitive.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, dy},
+                                       {DNNL_ARG_DIFF_WEIGHTS, kernel},
+                                       {DNNL_ARG_SCRATCHPAD, scratchpad}});
+          Reorder(stream, kernel, dw);
+          break;
+        }
       }
     }
     stream.wait();

@@ -1,0 +1,36 @@
+"""Process settings the entry points make (not the import) before JAX or tfds start.
+
+`configure()` keeps tfds from probing a cloud metadata server and gives
+XLA:CPU one flag. XLA:CPU's YNNPACK library runs convolutions' kernel gradients about 2x slower
+than Eigen's here, and reductions (BatchNorm's statistics) 10-35x faster
+than XLA's own loops. Hand it dots and reductions, not convolutions:
+ResNet-18's unlearning step 3.6 -> 2.3 s, its supervised step 1.05 -> 0.62 s
+on 2 cores (docs/performance.md, item 8). XLA reads the flag when JAX starts
+its first backend; a jaxlib for an accelerator may not know this
+experimental CPU flag, so it is only set where the CPU is the backend.
+"""
+
+import importlib.util
+import os
+
+YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+
+
+def cpu_is_the_backend():
+  """True when JAX will run on the CPU: JAX_PLATFORMS says so, or no accelerator plugin exists."""
+  platforms = os.environ.get("JAX_PLATFORMS", "")
+  if platforms:
+    return platforms.split(",")[0] == "cpu"
+  return not any(importlib.util.find_spec(name) for name in ("jax_plugins", "libtpu"))
+
+
+def configure():
+  """NO_GCE_CHECK for tfds; on CPU the YNNPACK flag first in XLA_FLAGS unless the user set it.
+
+  First, because XLA silently ignores every flag after a token that is not
+  a flag. Call it before JAX's first computation, as the entry points do.
+  """
+  os.environ.setdefault("NO_GCE_CHECK", "true")
+  flags = os.environ.get("XLA_FLAGS", "")
+  if cpu_is_the_backend() and YNN_FLAG not in flags:
+    os.environ["XLA_FLAGS"] = f"{YNN_FLAG}=individual_dot,reduce {flags}".strip()
