@@ -44,28 +44,31 @@ def epoch_lr(hp, epoch):
   return hp.lr * 0.1 ** sum(milestone < epoch for milestone in hp.lr_milestones)
 
 
+def _student_and_teacher(params, batch_stats, images, initial, *, model, hp):
+  """(student logits, f_D's logits held fixed, the student's BatchNorm statistics)."""
+  teacher, _, _ = common.forward(model, initial["params"], initial["batch_stats"], images,
+                                 train=False)
+  student, _, batch_stats = common.forward(model, params, batch_stats, images,
+                                           train=hp.batchnorm_train)
+  return student, jax.lax.stop_gradient(teacher), batch_stats
+
+
 def max_loss(params, batch_stats, batch, initial, *, model, hp):
   """-D_T(student, teacher) on a forget batch, mean over its real samples."""
   side = batch["forget"]
-  teacher, _, _ = common.forward(model, initial["params"], initial["batch_stats"], side["image"],
-                                 train=False)
-  student, _, batch_stats = common.forward(model, params, batch_stats, side["image"],
-                                           train=hp.batchnorm_train)
-  kd = common.masked_mean(losses.kd_divergence(student, jax.lax.stop_gradient(teacher),
-                                               hp.temperature), side["mask"])
+  student, teacher, batch_stats = _student_and_teacher(params, batch_stats, side["image"],
+                                                       initial, model=model, hp=hp)
+  kd = common.masked_mean(losses.kd_divergence(student, teacher, hp.temperature), side["mask"])
   return -kd, {"kd_forget": kd, "batch_stats": batch_stats}
 
 
 def min_loss(params, batch_stats, batch, initial, *, model, hp):
   """γ CE + α D_T(student, teacher) on a remain batch, mean over its real samples."""
   side = batch["remain"]
-  teacher, _, _ = common.forward(model, initial["params"], initial["batch_stats"], side["image"],
-                                 train=False)
-  student, _, batch_stats = common.forward(model, params, batch_stats, side["image"],
-                                           train=hp.batchnorm_train)
+  student, teacher, batch_stats = _student_and_teacher(params, batch_stats, side["image"],
+                                                       initial, model=model, hp=hp)
   ce = common.masked_mean(losses.cross_entropy(student, side["label"]), side["mask"])
-  kd = common.masked_mean(losses.kd_divergence(student, jax.lax.stop_gradient(teacher),
-                                               hp.temperature), side["mask"])
+  kd = common.masked_mean(losses.kd_divergence(student, teacher, hp.temperature), side["mask"])
   return hp.ce_weight * ce + hp.kd_weight * kd, {"ce_remain": ce, "kd_remain": kd,
                                                  "batch_stats": batch_stats}
 
