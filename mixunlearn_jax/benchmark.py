@@ -146,8 +146,7 @@ def method_program(name, model, initial, *, config, image_shape, num_classes, me
       num_forget=num_forget, num_remain=num_remain, batch_size=config.batch_size,
       config=method.hyperparameters(config), seed=seed, mesh=mesh,
       theta0=lambda: initial,
-      recipe={"epochs": config.pretrain.epochs, "lr": config.pretrain.lr,
-              "batch_size": config.batch_size, "optimizer": "adam"},
+      recipe=config_lib.pretraining_recipe(config),
       run=lambda phase, state, counts=True: state,  # auxiliary models are not trained here
       preprocess=data.Preprocess((0.0,) * image_shape[-1], (1.0,) * image_shape[-1]),
       forget=np.arange(num_forget), remain=np.arange(num_forget, num_forget + num_remain))

@@ -88,6 +88,12 @@ def paper_config(dataset, setup):
   return c
 
 
+def pretraining_recipe(config):
+  """How f_D was trained, as methods read it (`UnlearnContext.recipe`)."""
+  return {"epochs": config.pretrain.epochs, "lr": config.pretrain.lr,
+          "batch_size": config.batch_size, "optimizer": "adam"}
+
+
 def parse_override(text, config):
   """'mixunlearn.alpha=0.3,0.75' -> ('mixunlearn.alpha', [0.3, 0.75]), typed like the field."""
   field, _, values = text.partition("=")

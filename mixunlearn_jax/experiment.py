@@ -29,6 +29,7 @@ import jax
 import numpy as np
 import optax
 
+from mixunlearn_jax import config as config_lib
 from mixunlearn_jax import data
 from mixunlearn_jax import methods
 from mixunlearn_jax import models
@@ -405,20 +406,16 @@ def unlearn(run_, name, initial):
     result = stage(
         run_, directory, state=state, step_fn=step, args=(frozen,), num_steps=phase.num_steps,
         examples_per_step=phase.examples_per_step,
-        batches=device_batches(
-            run_, data.stream_pipeline, images=job.dataset.train_images,
-            labels=run_.split.train_labels, forget=run_.split.forget, remain=run_.split.remain,
-            stream=phase.stream, num_steps=phase.num_steps, sets=phase.sets,
-            seed=derive_seed(run_.seed, f"{name}/{sub_folder}" if sub_folder else name),
-            preprocess=job.preprocess))
+        batches=phase_batches(run_, phase, phase.num_steps,
+                              derive_seed(run_.seed, f"{name}/{sub_folder}" if sub_folder
+                                          else name)))
     (results if counts else setup).append((result, phase.num_steps * phase.examples_per_step))
     return result.state
 
   jitted = {}
   ctx = methods.UnlearnContext(
       model=job.model, initial=initial_variables, theta0=functools.partial(theta0, run_),
-      recipe={"epochs": job.config.pretrain.epochs, "lr": job.config.pretrain.lr,
-              "batch_size": job.config.batch_size, "optimizer": "adam"},
+      recipe=config_lib.pretraining_recipe(job.config),
       image_shape=job.dataset.image_shape, num_classes=job.dataset.num_classes,
       num_forget=len(run_.split.forget), num_remain=len(run_.split.remain),
       batch_size=job.config.batch_size, config=method.hyperparameters(job.config),
@@ -433,22 +430,29 @@ def unlearn(run_, name, initial):
   for phase in program.phases:
     state = run_phase(phase, state, frozen, phase.name if len(program.phases) > 1 else "")
   if program.samples:
-    first = program.phases[0]
-    batch = next(device_batches(
-        run_, data.stream_pipeline, images=job.dataset.train_images,
-        labels=run_.split.train_labels, forget=run_.split.forget, remain=run_.split.remain,
-        stream=first.stream, num_steps=1, sets=first.sets, seed=derive_seed(run_.seed, name),
-        preprocess=job.preprocess)(0))
+    batch = next(phase_batches(run_, program.phases[0], 1, derive_seed(run_.seed, name))(0))
     save(run_, f"{name}_samples.npz", parallel.host_value(program.samples(state, batch, frozen)))
   return Trained(program.result(state), _total(results), program.predict,
                  program.attack_predict, sum(r.seconds for r, _ in setup))
 
 
+def phase_batches(run_, phase, num_steps, seed):
+  """batches(start_step) -> device batches of `phase`'s stream over the seed's split."""
+  job, split = run_.job, run_.split
+  return device_batches(run_, data.stream_pipeline, images=job.dataset.train_images,
+                        labels=split.train_labels, forget=split.forget, remain=split.remain,
+                        stream=phase.stream, num_steps=num_steps, sets=phase.sets, seed=seed,
+                        preprocess=job.preprocess)
+
+
 def _total(results):
-  """One StageResult for a method's sub-stages: times summed, throughput over all steps."""
+  """One StageResult for a method's sub-stages: times summed, throughput over all steps.
+
+  A method may run no counted phase (SISA when no shard holds a deleted sample).
+  """
   seconds = sum(r.seconds for r, _ in results)
   examples = sum(n for _, n in results)
-  return loop.StageResult(results[-1][0].state, seconds,
+  return loop.StageResult(results[-1][0].state if results else None, seconds,
                           examples / seconds if seconds > 0 else 0.0,
                           sum(r.compile_seconds for r, _ in results))
 
