@@ -10,7 +10,10 @@ Layout of a workdir:
     seed_<s>/<stage>/checkpoints/     Orbax checkpoints (pretrain, retrain,
                                       unlearn_<method>[/<phase>]) and TensorBoard events
     seed_<s>/eval/<model>.json        metrics, stage time and throughput
+    seed_<s>/eval/<model>_*.npz       what the plots read: per-sample losses,
+                                      the t-SNE sample's embeddings, mixed samples
     results.json, results.md          mean ± std over seeds, gap to Retrain
+    plots/                            the report's figures
 Every stage and evaluation is skipped when finished and resumed when not. A
 rerun may add methods and seeds or change operational fields; a stage whose
 own fields changed is refused, or with `overwrite` deleted and redone
@@ -19,9 +22,11 @@ own fields changed is refused, or with `overwrite` deleted and redone
 
 import dataclasses
 import functools
+import glob
 import json
 import os
 import shutil
+import time
 import zlib
 
 from absl import logging
@@ -35,7 +40,9 @@ from mixunlearn_jax import methods
 from mixunlearn_jax import models
 from mixunlearn_jax.engine import identity
 from mixunlearn_jax.engine import loop
+from mixunlearn_jax.engine import mean_teacher
 from mixunlearn_jax.engine import parallel
+from mixunlearn_jax.engine import stopping
 from mixunlearn_jax.engine import supervised
 from mixunlearn_jax.evaluation import metrics
 from mixunlearn_jax.evaluation import report
@@ -54,6 +61,25 @@ class Job:
   preprocess: data.Preprocess
 
 
+class Progress:
+  """The job's position and an ETA for the whole job, from the models it finished so far."""
+
+  def __init__(self, todo, seeds, names):
+    self.order = sorted(todo, key=lambda item: (list(seeds).index(item[0]),
+                                                list(names).index(item[1])))
+    self.started = time.monotonic()
+
+  def log(self, seed, name):
+    if (seed, name) not in self.order:
+      return
+    done, total = self.order.index((seed, name)), len(self.order)
+    line = f"Job: model {done + 1} of {total} (seed {seed}, {name})"
+    if done:  # the mean time of the models done so far, for each one left
+      elapsed = time.monotonic() - self.started
+      line += f"; {elapsed:.0f} s so far, job eta ~{elapsed / done * (total - done):.0f} s"
+    logging.info("%s.", line)
+
+
 @dataclasses.dataclass(frozen=True)
 class Trained:
   """A stage's model: what evaluation predicts with, and how the stage ran."""
@@ -62,15 +88,27 @@ class Trained:
   predict: object = None  # predict(result, images) -> probabilities; None: the classifier's
   attack_predict: object = None  # what the membership attack reads; None: `predict`'s outputs
   setup_seconds: float = 0.0  # a method's sub-stages run with counts=False (SISA's ensemble)
+  stop: dict | None = None  # the stopping rule's summary (stopping.Watch.summary), when on
 
 
 @dataclasses.dataclass(frozen=True)
 class SeedRun:
-  """One seed of a job: its folder and its split."""
+  """One seed of a job: its folder and its split.
+
+  `request`: with sequential deletion requests (sequential.py), the samples
+  this request deletes, while `split.forget` holds every request's so far
+  (what Retrain leaves out and the metrics score); None: `split.forget`.
+  """
   job: Job
   seed: int
   dir: str
   split: data.Split
+  request: np.ndarray | None = None
+
+  @property
+  def deleting(self):
+    """The D_f that unlearning reads now."""
+    return self.split.forget if self.request is None else self.request
 
 
 def run(config, workdir, *, overwrite=False):
@@ -96,11 +134,16 @@ def run(config, workdir, *, overwrite=False):
   job = Job(config, workdir, dataset, mesh, create_model(config, dataset),
             data.Preprocess(dataset.mean, dataset.std, config.data.crop_padding,
                             config.data.random_flip))
+  if config.requests > 1:
+    # Imported here: sequential.py builds on this module.
+    from mixunlearn_jax import sequential  # pylint: disable=g-import-not-at-top
+    return sequential.run(job)
   todo = unfinished(config, workdir)
   if not todo:
     logging.info("Every model of this job was evaluated already: rebuilding the table only.")
+  progress = Progress(todo, config.seeds, model_names(config))
   for seed in config.seeds:
-    run_seed(job, seed, todo)
+    run_seed(job, seed, progress)
   if jax.process_index() == 0:
     return report.rebuild(workdir, metrics.metric_names(config.setup))
   return None
@@ -110,9 +153,6 @@ def validate(config):
   """Errors for values that would otherwise fail deep inside the run."""
   if config.setup not in data.SETUPS:
     raise ValueError(f"setup={config.setup!r}; known setups: {', '.join(data.SETUPS)}.")
-  if config.setup == "semi":
-    raise NotImplementedError("The semi setup needs Mean-Teacher pretraining, which is not "
-                              "implemented yet.")
   if config.model.name not in models.names():
     raise ValueError(f"Unknown model {config.model.name!r}; known models: "
                      f"{', '.join(models.names())}.")
@@ -124,9 +164,44 @@ def validate(config):
     method = methods.get(name)
     if config.setup == "noisy" and not method.uses_labels:
       raise ValueError(f"The noisy setup is for label-aware methods only; remove {name!r}.")
+    if config.setup == "semi" and method.labels != "none":
+      raise ValueError(f"The semi setup hides most labels and is for label-agnostic methods "
+                       f"only; {name!r} reads {method.labels} labels: remove it.")
     method.hyperparameters(config)  # raises for a variant's unknown field
+  if config.stop.enabled:
+    validate_stop(config)
+  if config.requests < 1:
+    raise ValueError(f"requests must be at least 1, got {config.requests}.")
+  if config.requests > 1 and config.stop.enabled:
+    raise ValueError("The stopping rule does not yet watch sequential requests: set "
+                     "stop.enabled=False or requests=1.")
   if not config.seeds:
     raise ValueError("seeds is empty; give at least one seed.")
+  if config.model.pretrained_npz:
+    validate_pretrained(config)
+
+
+def validate_pretrained(config):
+  """`model.pretrained_npz` names a file that the supervised stages can start from."""
+  path = config.model.pretrained_npz
+  if config.model.name not in models.VIT_VARIANTS:
+    raise ValueError(f"model.pretrained_npz loads ViT checkpoints, but model.name is "
+                     f"{config.model.name!r}; use one of {', '.join(models.VIT_VARIANTS)}.")
+  if config.setup == "semi":
+    raise ValueError("model.pretrained_npz is not supported in the semi setup (its Mean "
+                     "Teacher starts from scratch).")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"model.pretrained_npz={path!r} is not a file.")
+
+
+def validate_stop(config):
+  """The stopping rule compares D_f with held-out samples of its own classes and labels."""
+  if config.setup not in ("class", "data"):
+    raise ValueError(f"stop.enabled works in the class and data setups, not {config.setup!r}: "
+                     "its D_f is not a sample of its classes with their labels.")
+  for field in ("heldout_per_class", "check_every", "patience"):
+    if config.stop[field] < 1:
+      raise ValueError(f"stop.{field} must be at least 1, got {config.stop[field]}.")
 
 
 def check_batch_sizes(config, mesh):
@@ -140,10 +215,14 @@ def check_batch_sizes(config, mesh):
         parallel.check_batch_size(value, mesh, f"{method.section}.{field}")
 
 
+def model_names(config):
+  """Every model a seed of the job evaluates, in the order it trains them."""
+  return (INITIAL, RETRAIN, *config.methods)
+
+
 def unfinished(config, workdir):
   """{(seed, model)} whose evaluation is not saved yet."""
-  return {(seed, name) for seed in config.seeds
-          for name in (INITIAL, RETRAIN, *config.methods)
+  return {(seed, name) for seed in config.seeds for name in model_names(config)
           if not os.path.exists(os.path.join(workdir, f"seed_{seed}", "eval", f"{name}.json"))}
 
 
@@ -176,7 +255,7 @@ def _stage_paths(seed_dir, stage):
   if stage.startswith("eval/"):
     name = stage.removeprefix("eval/")
     return [os.path.join(seed_dir, "eval", f"{name}{suffix}")
-            for suffix in (".json", "_losses.npz", "_samples.npz")]
+            for suffix in (".json", "_losses.npz", "_samples.npz", "_embed.npz")]
   return [os.path.join(seed_dir, stage)]
 
 
@@ -188,30 +267,33 @@ def prepare_workdir(config, workdir, overwrite):
   Then writes config.json (process 0).
   """
   expected = stage_identities(config)
-  stale = {}
+  stale = {}  # {(folder, its name in messages): {stage: changed fields}}
   for seed in config.seeds:
     seed_dir = os.path.join(workdir, f"seed_{seed}")
-    recorded = identity.read(seed_dir)
-    for stage, fields in expected.items():
-      changed = identity.differing(recorded.get(stage, {}), fields)
-      # A stage that failed before saving anything blocks nothing.
-      if changed and _has_output(seed_dir, stage):
-        stale.setdefault(seed, {})[stage] = changed
+    # Sequential deletion requests keep their stages in request_<r>/ (sequential.py).
+    requests = sorted(glob.glob(os.path.join(seed_dir, "request_*")))
+    for folder in (seed_dir, *requests):
+      recorded = identity.read(folder)
+      where = f"seed {seed}" + (f" {os.path.basename(folder)}" if folder != seed_dir else "")
+      for stage, fields in expected.items():
+        changed = identity.differing(recorded.get(stage, {}), fields)
+        # A stage that failed before saving anything blocks nothing.
+        if changed and _has_output(folder, stage):
+          stale.setdefault((folder, where), {})[stage] = changed
   if stale and not overwrite:
-    lines = "; ".join(f"seed {seed}: {stage} ({', '.join(fields)})"
-                      for seed, stages in stale.items() for stage, fields in stages.items())
+    lines = "; ".join(f"{where}: {stage} ({', '.join(fields)})"
+                      for (_, where), stages in stale.items() for stage, fields in stages.items())
     raise ValueError(f"{workdir} holds stages made with other values of fields they depend "
                      f"on: {lines}. Use another --workdir, or pass --overwrite to delete and "
                      "redo just those stages.")
   if jax.process_index() != 0:
     return
-  for seed, stages in stale.items():
-    seed_dir = os.path.join(workdir, f"seed_{seed}")
+  for (folder, where), stages in stale.items():
     for stage in stages:
-      logging.info("Deleting seed %d's %s: its fields changed.", seed, stage)
-      for path in _stage_paths(seed_dir, stage):
+      logging.info("Deleting %s's %s: its fields changed.", where, stage)
+      for path in _stage_paths(folder, stage):
         shutil.rmtree(path) if os.path.isdir(path) else _remove(path)
-      identity.forget(seed_dir, stage)
+      identity.forget(folder, stage)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
   # Written whole and renamed, so that processes sharing the workdir never
@@ -247,22 +329,19 @@ def derive_seed(seed, name):
 # -- one seed ---------------------------------------------------------------------------
 
 
-def run_seed(job, seed, todo=None):
+def run_seed(job, seed, progress=None):
   """Trains, unlearns and evaluates whatever of `seed` is not finished yet.
 
-  `todo`, the job's unfinished (seed, model) pairs, numbers the progress lines.
+  `progress` (a Progress over the job's unfinished models) logs each model's position.
   """
   run_ = SeedRun(job, seed, os.path.join(job.workdir, f"seed_{seed}"), make_split(job, seed))
   initial = functools.cache(functools.partial(pretrain, run_))
   trainers = {INITIAL: initial, RETRAIN: functools.partial(retrain, run_),
               **{name: functools.partial(unlearn, run_, name, initial)
                  for name in job.config.methods}}
-  order = sorted(todo or (), key=lambda item: (job.config.seeds.index(item[0]),
-                                                list(trainers).index(item[1])))
   for name, train in trainers.items():
-    if (seed, name) in order:
-      logging.info("Job: model %d of %d (seed %d, %s).", order.index((seed, name)) + 1,
-                   len(order), seed, name)
+    if progress:
+      progress.log(seed, name)
     evaluate(run_, name, train)
 
 
@@ -273,7 +352,8 @@ def new_split(config, dataset, seed):
       c.setup, dataset.train_labels, num_classes=dataset.num_classes, seed=seed,
       forget_class=c.forget_class, forget_classes=c.forget_classes,
       forget_fraction=c.forget_fraction, noisy_classes=c.noisy_classes,
-      noisy_fraction=c.noisy_fraction, unlabelled_fraction=c.unlabelled_fraction)
+      noisy_fraction=c.noisy_fraction, unlabelled_fraction=c.unlabelled_fraction,
+      heldout_per_class=c.stop.heldout_per_class if c.stop.enabled else 0)
 
 
 def make_split(job, seed):
@@ -284,7 +364,8 @@ def make_split(job, seed):
   if os.path.exists(path):
     saved = data.Split.load(path)
     if not (saved.forget.tolist() == split.forget.tolist()
-            and saved.train_labels.tolist() == split.train_labels.tolist()):
+            and saved.train_labels.tolist() == split.train_labels.tolist()
+            and np.array_equal(saved.heldout, split.heldout)):
       raise ValueError(f"{path} does not match the split this config and seed give.")
     return saved
   if jax.process_index() == 0:
@@ -320,17 +401,32 @@ def initial_key(run_, stage_name):
 
 
 def theta0(run_):
-  """The variables pretraining starts from (θ_0), recomputed from the same key."""
+  """The variables pretraining starts from (θ_0), recomputed from the same key and file."""
   job = run_.job
   init = functools.partial(supervised.init_variables, job.model,
                            image_shape=job.dataset.image_shape)
-  return jax.jit(init, out_shardings=parallel.replicated(job.mesh))(
+  variables = jax.jit(init, out_shardings=parallel.replicated(job.mesh))(
       initial_key(run_, identity.PRETRAIN))
+  if job.config.model.pretrained_npz:
+    variables = dict(variables, params=pretrained(job, variables["params"]))
+  return variables
+
+
+def pretrained(job, params):
+  """`params` with every weight but the head from `model.pretrained_npz`, replicated.
+
+  f_D and Retrain both fine-tune the checkpoint, as the paper's ViT runs
+  fine-tune ImageNet-21k weights (appendix A.11); the head, sized for this
+  dataset's classes, keeps its initialisation. A stage's own checkpoint,
+  when it has one, is restored over this start.
+  """
+  loaded = models.load_pretrained_npz(job.config.model.pretrained_npz, jax.device_get(params))
+  return jax.device_put(jax.tree.map(np.asarray, loaded), parallel.replicated(job.mesh))
 
 
 def pretrain(run_):
   """f_D on all of D."""
-  return supervised_stage(run_, identity.PRETRAIN, np.arange(len(run_.split.train_labels)))
+  return supervised_stage(run_, identity.PRETRAIN, run_.split.train)
 
 
 def retrain(run_):
@@ -344,38 +440,61 @@ def supervised_stage(run_, name, indices):
   if section.reuse_workdir:
     return reused(run_, name, section.reuse_workdir)
   _record(run_, name)
-  tx = optax.adam(section.lr)
-  state = supervised.create_train_state(job.model, tx, initial_key(run_, name),
-                                        job.dataset.image_shape, job.mesh)
   batch_size = job.config.batch_size
-  num_steps = section.epochs * data.steps_per_epoch(len(indices), batch_size)
+  steps_per_epoch = data.steps_per_epoch(len(indices), batch_size)
+  num_steps = section.epochs * steps_per_epoch
+  state, step_fn = trainer(run_, name, steps_per_epoch)
   result = stage(
       run_, name, state=state, num_steps=num_steps, examples_per_step=batch_size,
-      step_fn=parallel.jit_step(supervised.train_step, job.mesh, model=job.model, tx=tx),
+      step_fn=step_fn,
       batches=device_batches(
           run_, data.train_pipeline, images=job.dataset.train_images,
-          labels=run_.split.train_labels, indices=indices, batch_size=batch_size,
-          num_steps=num_steps, seed=derive_seed(run_.seed, name), preprocess=job.preprocess))
+          labels=run_.split.train_labels, labelled=run_.split.labelled, indices=indices,
+          batch_size=batch_size, num_steps=num_steps, seed=derive_seed(run_.seed, name),
+          preprocess=job.preprocess))
   return Trained(result.state.variables, result)
+
+
+def trainer(run_, name, steps_per_epoch):
+  """(initial state, jitted step) of supervised stage `name`.
+
+  In the semi setup, Mean Teacher on the split's labelled samples (the
+  state's `variables` are the teacher's); otherwise Adam on cross-entropy.
+  """
+  job = run_.job
+  tx, key = optax.adam(job.config[name].lr), initial_key(run_, name)
+  if job.config.setup != "semi":
+    state = supervised.create_train_state(job.model, tx, key, job.dataset.image_shape, job.mesh)
+    if job.config.model.pretrained_npz:
+      # A fresh Adam state holds no parameter values, so it suits the loaded ones too.
+      state = state.replace(params=pretrained(job, state.params))
+    return state, parallel.jit_step(supervised.train_step, job.mesh, model=job.model, tx=tx)
+  schedule = mean_teacher.Schedule.make(job.config.mean_teacher, steps_per_epoch)
+  noise_key = jax.random.key(derive_seed(run_.seed, f"{name}/mean_teacher"))
+  state = mean_teacher.create_state(job.model, tx, key, noise_key, job.dataset.image_shape,
+                                    job.mesh)
+  return state, parallel.jit_step(mean_teacher.train_step, job.mesh, model=job.model, tx=tx,
+                                  schedule=schedule)
 
 
 def reused(run_, name, other_workdir):
   """Loads a finished stage of another workdir trained on the same data.
 
   f_D only needs the same training labels (so a class-setup run can lend it
-  to a data-setup run); Retrain also needs the same forget set.
+  to a data-setup run) and the same hidden ones; Retrain also needs the
+  same forget set.
   """
-  job = run_.job
   other = os.path.join(other_workdir, f"seed_{run_.seed}")
   saved = data.Split.load(os.path.join(other, "split.npz"))
-  same = saved.train_labels.tolist() == run_.split.train_labels.tolist()
+  # A mask of None (every label known) equals only None; so does a held-out pool.
+  same = (saved.train_labels.tolist() == run_.split.train_labels.tolist()
+          and np.array_equal(saved.labelled, run_.split.labelled)
+          and np.array_equal(saved.heldout, run_.split.heldout))
   if name == identity.RETRAIN:
     same = same and saved.forget.tolist() == run_.split.forget.tolist()
   if not same:
     raise ValueError(f"{other} trained {name} on other data; it cannot be reused here.")
-  tx = optax.adam(job.config[name].lr)
-  state = supervised.create_train_state(job.model, tx, jax.random.key(0),
-                                        job.dataset.image_shape, job.mesh)
+  state, _ = trainer(run_, name, steps_per_epoch=1)  # the restore target's structure
   result = loop.restore_finished(os.path.join(other, name), state)
   return Trained(result.state.variables, result)
 
@@ -391,12 +510,13 @@ def unlearn(run_, name, initial):
   _record(run_, folder)
   results, setup = [], []
 
-  def run_phase(phase, state, frozen, sub_folder, counts=True):
+  def run_phase(phase, state, frozen, sub_folder, counts=True, monitor=None):
     """One phase as a checkpointed stage; its seed separates its data from other phases'.
 
-    Its time counts as the method's, or with `counts=False` as its setup's.
+    Its time counts as the method's, or with `counts=False` as its setup's;
+    `monitor` (the stopping rule) may end it early.
     """
-    methods.check_stream(method, phase.stream, phase.sets, run_.split.forget)
+    methods.check_stream(method, phase.stream, phase.sets, run_.deleting)
     for key, side in phase.stream.items():
       parallel.check_batch_size(side.batch_size, job.mesh, f"{name} {phase.name} {key} batch")
     step = jitted.setdefault(phase.step, parallel.jit_step(phase.step, job.mesh, num_frozen=1))
@@ -408,8 +528,9 @@ def unlearn(run_, name, initial):
         examples_per_step=phase.examples_per_step,
         batches=phase_batches(run_, phase, phase.num_steps,
                               derive_seed(run_.seed, f"{name}/{sub_folder}" if sub_folder
-                                          else name)))
-    (results if counts else setup).append((result, phase.num_steps * phase.examples_per_step))
+                                          else name)), monitor=monitor)
+    steps = result.stop["step"] if result.stop else phase.num_steps
+    (results if counts else setup).append((result, steps * phase.examples_per_step))
     return result.state
 
   jitted = {}
@@ -417,30 +538,57 @@ def unlearn(run_, name, initial):
       model=job.model, initial=initial_variables, theta0=functools.partial(theta0, run_),
       recipe=config_lib.pretraining_recipe(job.config),
       image_shape=job.dataset.image_shape, num_classes=job.dataset.num_classes,
-      num_forget=len(run_.split.forget), num_remain=len(run_.split.remain),
+      num_forget=len(run_.deleting), num_remain=len(run_.split.remain),
       batch_size=job.config.batch_size, config=method.hyperparameters(job.config),
       seed=derive_seed(run_.seed, name), mesh=job.mesh, preprocess=job.preprocess,
-      forget=run_.split.forget, remain=run_.split.remain,
+      forget=run_.deleting, remain=run_.split.remain,
       run=lambda phase, state, counts=True: run_phase(
           phase, state, {"initial": initial_variables}, phase.name, counts))
   program = method.build(ctx)
   frozen = {"initial": initial_variables,
             **jax.device_put(dict(program.frozen), parallel.replicated(job.mesh))}
   state = program.state
+  # The rule watches the program's phases as one run (not ctx.run's auxiliary models): a
+  # stop in one phase skips the phases after it.
+  watch = stop_watch(run_, program, initial_variables)
   for phase in program.phases:
-    state = run_phase(phase, state, frozen, phase.name if len(program.phases) > 1 else "")
+    state = run_phase(phase, state, frozen, phase.name if len(program.phases) > 1 else "",
+                      monitor=watch)
+    if watch and watch.advance(phase.num_steps, results[-1][0].stop):
+      break
+  summary = watch and watch.summary(sum(phase.num_steps for phase in program.phases))
+  if summary:
+    logging.info("seed %d / %s: %s.", run_.seed, name, stopping.describe(summary))
   if program.samples:
     batch = next(phase_batches(run_, program.phases[0], 1, derive_seed(run_.seed, name))(0))
     save(run_, f"{name}_samples.npz", parallel.host_value(program.samples(state, batch, frozen)))
   return Trained(program.result(state), _total(results), program.predict,
-                 program.attack_predict, sum(r.seconds for r, _ in setup))
+                 program.attack_predict, sum(r.seconds for r, _ in setup), summary)
+
+
+def stop_watch(run_, program, initial_variables):
+  """The stopping rule over `program`'s phases (engine/stopping.py); None when it is off."""
+  job = run_.job
+  if not job.config.stop.enabled:
+    return None
+  pool = stopping.place_pool(run_.split, job.config.setup, run_.seed,
+                             images=job.dataset.train_images, preprocess=job.preprocess,
+                             chunk=job.config.eval_batch_size, mesh=job.mesh)
+  classifier = metrics.classifier_probs(job.model)
+  # f_D's statistics, once: the guard's reference and the trace's step 0.
+  initial = jax.jit(stopping.measure(lambda variables: variables, classifier))(
+      initial_variables, pool)
+  return stopping.Watch(
+      stopping.Rule.from_config(job.config),
+      stopping.measure(program.result, program.predict or classifier, program.attack_predict),
+      pool, job.mesh, {k: float(v) for k, v in jax.device_get(initial).items()})
 
 
 def phase_batches(run_, phase, num_steps, seed):
   """batches(start_step) -> device batches of `phase`'s stream over the seed's split."""
   job, split = run_.job, run_.split
   return device_batches(run_, data.stream_pipeline, images=job.dataset.train_images,
-                        labels=split.train_labels, forget=split.forget, remain=split.remain,
+                        labels=split.train_labels, forget=run_.deleting, remain=split.remain,
                         stream=phase.stream, num_steps=num_steps, sets=phase.sets, seed=seed,
                         preprocess=job.preprocess)
 
@@ -454,7 +602,8 @@ def _total(results):
   examples = sum(n for _, n in results)
   return loop.StageResult(results[-1][0].state if results else None, seconds,
                           examples / seconds if seconds > 0 else 0.0,
-                          sum(r.compile_seconds for r, _ in results))
+                          sum(r.compile_seconds for r, _ in results),
+                          results[-1][0].metrics if results else {})
 
 
 # -- evaluation ---------------------------------------------------------------------------
@@ -465,8 +614,10 @@ def evaluate(run_, name, train):
 
   Writes eval/<name>.json (metrics,
   stage and compile time, throughput) last, so its presence marks the
-  evaluation finished, and eval/<name>_losses.npz, the per-sample
-  cross-entropy on D_f and the test set for the report's plots.
+  evaluation finished, eval/<name>_losses.npz, the per-sample
+  cross-entropy on D_f and the test set for the report's plots, and
+  eval/<name>_embed.npz, the embeddings of the t-SNE sample (a single
+  classifier only: an ensemble's vote has no one embedding).
   """
   if os.path.exists(os.path.join(run_.dir, "eval", f"{name}.json")):
     return
@@ -477,7 +628,8 @@ def evaluate(run_, name, train):
                   if trained.attack_predict else None)
   scores, attack = metrics.evaluate(
       train_probs, test_probs, attack_probs=attack_probs, setup=job.config.setup, split=split,
-      test_labels=job.dataset.test_labels, forget_class=job.config.forget_class,
+      test_labels=job.dataset.test_labels,
+      forget_class=np.unique(split.train_labels[split.forget]),  # every request's so far
       attack_sets=metrics.AttackSets.make(split.forget, split.remain,
                                           len(job.dataset.test_labels), run_.seed),
       seed=run_.seed, trees=job.config.asr.trees)
@@ -486,14 +638,46 @@ def evaluate(run_, name, train):
             "examples_per_sec": trained.stage.examples_per_sec}
   if trained.setup_seconds:
     record["setup_seconds"] = trained.setup_seconds
+  if trained.stop:
+    record["stop"] = trained.stop
   logging.info("seed %d / %s: %s", run_.seed, name,
                ", ".join(f"{k}={v:.2f}" for k, v in record["metrics"].items()))
   save(run_, f"{name}_losses.npz", {
       "forget": metrics.per_sample_cross_entropy(train_probs[split.forget],
                                                  split.train_labels[split.forget]),
       "test": metrics.per_sample_cross_entropy(test_probs, job.dataset.test_labels)})
+  if job.config.tsne.samples:
+    if trained.predict is None:
+      save(run_, f"{name}_embed.npz", embeddings(run_, trained.result))
+    else:
+      logging.info("seed %d / %s: no embedding for the t-SNE plot: its predictions are not "
+                   "one classifier's.", run_.seed, name)
   save(run_, f"{name}.json", record)
   _record(run_, f"eval/{name}")
+
+
+def embeddings(run_, variables):
+  """features['embed'] of the seed's fixed sample (metrics.embedding_sample), for the t-SNE.
+
+  Returns {'embed', 'index' (into the training or the test set), 'set' (the
+  name in metrics.EMBEDDING_SETS), 'label' (the true class)}.
+  """
+  job, split = run_.job, run_.split
+  sample = metrics.embedding_sample(split.forget, split.remain, len(job.dataset.test_labels),
+                                    run_.seed, job.config.tsne.samples)
+  embed = metrics.make_predict(metrics.classifier_embeddings(job.model), job.mesh)
+  parts = {"embed": [], "index": [], "set": [], "label": []}
+  for name in metrics.EMBEDDING_SETS:
+    images, labels = ((job.dataset.test_images, job.dataset.test_labels) if name == "test"
+                      else (job.dataset.train_images, job.dataset.train_labels))
+    indices = sample[name]
+    parts["embed"].append(metrics.predict_probs(
+        embed, variables, images, labels, indices, batch_size=job.config.eval_batch_size,
+        preprocess=job.preprocess, mesh=job.mesh))
+    parts["index"].append(indices)
+    parts["set"].append(np.full(len(indices), name))
+    parts["label"].append(labels[indices])
+  return {key: np.concatenate(values) for key, values in parts.items()}
 
 
 def probabilities(run_, result, predict=None):

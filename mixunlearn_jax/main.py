@@ -31,9 +31,11 @@ def summary(results, workdir, seconds):
   """The end-of-run report: the table, where the files are, the job's wall time."""
   with open(os.path.join(workdir, "results.md")) as f:
     table = f.read()
+  plots = os.path.join(workdir, "plots")
   return (f"{table}\nResults: {os.path.join(workdir, 'results.md')}, "
-          f"{os.path.join(workdir, 'results.json')}; plots: {os.path.join(workdir, 'plots')}/\n"
-          f"Job wall time: {seconds:.0f} s (seeds {results['seeds']}).")
+          f"{os.path.join(workdir, 'results.json')}"
+          + (f"; plots: {plots}/" if os.path.isdir(plots) else "") +
+          f"\nJob wall time: {seconds:.0f} s (seeds {results['seeds']}).")
 
 
 def main(argv):

@@ -71,7 +71,8 @@ def test_the_cli_ends_with_the_table_and_a_rerun_says_it_was_done(tmp_path):
   assert "| retrain |" in first.stdout and "distance to Retrain" in first.stdout
   assert os.path.join(str(tmp_path), "results.md") in first.stdout
   assert "Job wall time" in first.stdout
-  assert "Job: model 1 of 2 (seed 0, initial)" in first.stderr
+  assert "Job: model 1 of 2 (seed 0, initial)." in first.stderr
+  assert "Job: model 2 of 2 (seed 0, retrain); " in first.stderr and "job eta ~" in first.stderr
   again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
                          check=True)
   assert "evaluated already" in again.stderr and "| retrain |" in again.stdout

@@ -106,7 +106,8 @@ def is_all_zero(tree):
 def test_l_gen_moves_only_the_generator(mixunlearn_inputs):
   model, block, unlearner, generator, inputs = mixunlearn_inputs
   loss = lambda g, u: mixunlearn.l_gen(g, u, inputs, 0.4, model=model, mixblock=block,  # noqa: E731
-                                       tau_gen=1.0)
+                                       tau_gen=1.0, mask_loss_weight=0.0,
+                                       mask_loss_margin=0.0)[0]
   grad_unlearner = jax.grad(loss, argnums=1)(generator, unlearner)
   grad_generator = jax.grad(loss, argnums=0)(generator, unlearner)
   assert is_all_zero(grad_unlearner)
@@ -120,7 +121,8 @@ def test_l_mix_moves_only_the_unlearner(mixunlearn_inputs):
   def l_mix(u_params, g):
     _, aux = mixunlearn.unlearner_losses(
         u_params, unlearner["batch_stats"], g, inputs, 0.4, model=model, mixblock=block,
-        tau_mix=hp.tau_mix, tau_real=hp.tau_real, omega=hp.omega, batchnorm_train=False)
+        mixer="mixblock", tau_mix=hp.tau_mix, tau_real=hp.tau_real, omega=hp.omega,
+        batchnorm_train=False)
     return aux["l_mix"]
 
   assert is_all_zero(jax.grad(l_mix, argnums=1)(unlearner["params"], generator))

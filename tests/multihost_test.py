@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from mixunlearn_jax.engine import parallel
-from tests.resume_test import REPO, metrics_of
+from tests.jobs import REPO, metrics_of
 
 # Tiny budgets (one epoch of f_D and Retrain, two of each method), a checkpoint every 2 steps.
 TINY = ("--config.pretrain.epochs=1", "--config.retrain.epochs=1", "--config.mixunlearn.epochs=2",

@@ -1,36 +1,19 @@
 """Resume: a run killed with SIGKILL inside any method ends with exactly the same metrics."""
 
 import glob
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
-
-import pytest
 
 from mixunlearn_jax.models import onednn
 from tests import tiny_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def command(workdir, *extra):
-  return [sys.executable, "-m", "mixunlearn_jax.main", "--config=tests/tiny_config.py",
-          f"--workdir={workdir}", *extra]
+from tests.jobs import REPO, command, env, metrics_of, run
 
 
-def env(devices):
-  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-
-
-def metrics_of(workdir):
-  with open(os.path.join(workdir, "results.json")) as f:
-    models = json.load(f)["models"]
-  timing = ("seconds", "examples_per_sec", "gap", "distance_to_retrain")
-  return {name: {k: v["per_seed"] for k, v in entry.items() if k not in timing}
-          for name, entry in models.items()}
+# Checkpoints every 2 steps, so that each kill lands inside a stage; the interval is
+# operational, so the rerun of the same workdir accepts it (and the reference saved fewer).
+FREQUENT = "--config.checkpoint_every_steps=2"
 
 
 def kill_when(cmd, devices, pattern):
@@ -66,32 +49,28 @@ def kill_points(workdir):
   return points
 
 
-def test_sigkill_in_every_method_then_rerun_gives_identical_metrics(tmp_path):
-  reference, killed = tmp_path / "reference", tmp_path / "killed"
-  first = subprocess.run(command(reference), cwd=REPO, env=env(1), check=True,
-                         capture_output=True, text=True, timeout=600)
+def test_sigkill_in_every_method_then_rerun_gives_identical_metrics(tiny_job, tmp_path):
+  reference, log = tiny_job
+  killed = tmp_path / "killed"
   # One device: oneDNN's path where it builds (models_test checks the fallback elsewhere).
-  assert ("oneDNN convolutions enabled" in first.stderr) == onednn.available()
-  # Checkpoints every 2 steps, so that each kill lands inside a stage; the
-  # interval is operational, so the rerun of the same workdir accepts it.
-  frequent = "--config.checkpoint_every_steps=2"
+  assert ("oneDNN convolutions enabled" in log) == onednn.available()
+  # f_D and Retrain from the reference (the two-device test kills inside pretraining).
+  reuse = (f"--config.pretrain.reuse_workdir={reference}",
+           f"--config.retrain.reuse_workdir={reference}")
   for pattern in kill_points(killed):
-    assert kill_when(command(killed, frequent), 1, pattern), f"ran past {pattern}"
+    assert kill_when(command(killed, FREQUENT, *reuse), 1, pattern), f"ran past {pattern}"
     assert not os.path.exists(killed / "results.json")
-  subprocess.run(command(killed), cwd=REPO, env=env(1), check=True, capture_output=True,
-                 timeout=600)
+  run(killed, *reuse)
   assert metrics_of(killed) == metrics_of(reference)
 
 
 # Two devices run the convolutions on XLA's path (oneDNN has no partitioning rule).
-def test_sigkill_during_unlearning_on_two_devices_gives_identical_metrics(tmp_path):
+def test_sigkill_in_pretraining_and_unlearning_on_two_devices_gives_identical_metrics(tmp_path):
   reference, killed = tmp_path / "reference", tmp_path / "killed"
   only = "--config.methods=('mixunlearn_aware',)"
-  first = subprocess.run(command(reference, only), cwd=REPO, env=env(2), check=True,
-                         capture_output=True, text=True, timeout=600)
-  assert "oneDNN convolutions enabled" not in first.stderr
-  pattern = str(killed / "seed_0" / "unlearn_mixunlearn_aware" / "checkpoints" / "1[05]")
-  assert kill_when(command(killed, only), 2, pattern), f"ran past {pattern}"
-  subprocess.run(command(killed, only), cwd=REPO, env=env(2), check=True, capture_output=True,
-                 timeout=600)
+  assert "oneDNN convolutions enabled" not in run(reference, only, devices=2).stderr
+  for stage in ("pretrain", "unlearn_mixunlearn_aware"):
+    pattern = str(killed / "seed_0" / stage / "checkpoints" / "10")
+    assert kill_when(command(killed, only, FREQUENT), 2, pattern), f"ran past {pattern}"
+  run(killed, only, devices=2)
   assert metrics_of(killed) == metrics_of(reference)

@@ -1,4 +1,4 @@
-r"""A seconds-long digits job for tests: one seed, a few epochs, frequent checkpoints.
+r"""A seconds-long digits job for tests: one seed, a few epochs.
 
   python -m mixunlearn_jax.main --config=tests/tiny_config.py --workdir=runs/tiny
 
@@ -40,6 +40,9 @@ def get_config():
   # LAF, LAF+R, L-Mix: at lr_ue 5e-5 and lr_ra 1e-4 their 100 steps leave Test_f at 100%
   # here; lr_ue 1e-3 with lr_ra 1e-3 drops Test_r to 50%. Two VAE epochs keep them short.
   c.laf.update(lr_ue=1e-3, lr_ra=3e-3, vae_epochs=2)
-  c.checkpoint_every_steps = 5
-  c.log_every_steps = 5
+  # Checkpoints cost more than these steps: the SIGKILL tests ask for theirs more often.
+  c.checkpoint_every_steps = 50
+  c.log_every_steps = 25
+  # Every job of the suite draws a t-SNE per model: 50 images a set keep each under 0.4 s.
+  c.tsne.samples = 50
   return c

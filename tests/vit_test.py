@@ -1,11 +1,25 @@
-"""ViT: output contract, checkpoint-compatible names, and npz loading."""
+"""ViT: output contract, checkpoint-compatible names, npz loading, and the ImageNet job."""
 
+import json
+import math
+import os
+
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import scipy.ndimage
+import tensorflow_datasets as tfds
 
+from mixunlearn_jax import config as config_lib
+from mixunlearn_jax import experiment
+from mixunlearn_jax import models
+from mixunlearn_jax.data import datasets
+from mixunlearn_jax.engine import loop
+from mixunlearn_jax.engine import parallel
+from mixunlearn_jax.engine import supervised
 from mixunlearn_jax.models import vit
 
 TINY = dict(patch_size=4, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32)
@@ -140,3 +154,112 @@ def test_load_pretrained_npz_rejects_mismatches(tmp_path):
   np.savez(tmp_path / "deeper.npz", **deeper)
   with pytest.raises(ValueError, match="encoderblock_2"):
     vit.load_pretrained_npz(tmp_path / "deeper.npz", target)
+
+
+# -- the paper's ImageNet path (appendix A.11) end to end, on tfds' mock data --------------
+
+MOCK_EXAMPLES = 200  # mock data ignores the split's slice: train and test get these
+IMAGE_SIZE = 16
+RETRAIN_LR = 1e-3
+JOB_VIT = dict(TINY, num_layers=1)  # one block: the job compiles five programs of it
+
+
+def test_a_pretrained_npz_is_checked_before_the_run_writes_anything(tmp_path):
+  c = config_lib.base_config()
+  c.model.pretrained_npz = str(tmp_path / "missing.npz")
+  with pytest.raises(ValueError, match="loads ViT checkpoints, but model.name is 'cnn'"):
+    experiment.validate(c)
+  c.model.name = "vit_ti16"
+  with pytest.raises(FileNotFoundError, match="missing.npz"):
+    experiment.validate(c)
+
+
+@pytest.fixture(scope="module")
+def vit_job(tmp_path_factory):
+  """(workdir, the written checkpoint's flat params, the mock dataset, the config).
+
+  f_D is trained for 0 steps, so it is whatever pretraining starts from;
+  Retrain fine-tunes the same checkpoint for one epoch.
+  """
+  root = tmp_path_factory.mktemp("vit_job")
+  source = vit.ViT(num_classes=10, **JOB_VIT).init(
+      jax.random.key(7), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3)))["params"]
+  # Perturbed away from any fresh initialisation (zeros, ones, small normals).
+  rng = np.random.default_rng(0)
+  source = jax.tree.map(lambda p: np.asarray(p) + rng.normal(size=p.shape).astype(np.float32),
+                        source)
+  npz = str(root / "vit_tiny.npz")
+  vit.save_npz(npz, source)
+  data_dir = str(root / "tfds")
+  with pytest.MonkeyPatch.context() as mp, tfds.testing.mock_data(num_examples=MOCK_EXAMPLES,
+                                                                  data_dir=data_dir):
+    # Under mock data the builder never counts as prepared; the mock supplies examples.
+    mp.setattr(datasets, "prepare", lambda *args, **kwargs: None)
+    dataset = datasets.load("imagenet_val", data_dir=data_dir, image_size=IMAGE_SIZE)
+    c = config_lib.base_config()
+    c.data.update(name="imagenet_val", data_dir=data_dir, image_size=IMAGE_SIZE)
+    c.model.update(name="vit_ti16", pretrained_npz=npz)
+    c.model.kwargs.update(JOB_VIT)
+    c.update(seeds=(0,), setup="class", batch_size=32, eval_batch_size=100,
+             forget_class=int(np.bincount(dataset.train_labels).argmax()),
+             checkpoint_every_steps=10_000, log_every_steps=10_000)
+    c.pretrain.epochs = 0
+    c.retrain.update(epochs=1, lr=RETRAIN_LR)
+    c.mixunlearn.epochs = 1
+    c.asr.trees = 10
+    c.tsne.samples = 50
+    workdir = str(root / "workdir")
+    experiment.run(c, workdir)
+  return workdir, vit.flatten(source), dataset, c
+
+
+def test_vit_job_writes_a_table_with_both_mixunlearn_modes(vit_job):
+  workdir, _, _, _ = vit_job
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  assert list(results["models"]) == ["initial", "retrain", "mixunlearn_aware",
+                                     "mixunlearn_agnostic"]
+  for entry in results["models"].values():
+    assert all(np.isfinite(entry[m]["mean"]) for m in ("Test_r", "Test_f", "ASR"))
+  with open(os.path.join(workdir, "results.md")) as f:
+    rows = [line.split("|")[1].strip() for line in f if line.startswith("| ")]
+  assert rows[1:] == list(results["models"])
+  assert os.path.getsize(os.path.join(workdir, "plots", "tsne_seed0.png")) > 0
+
+
+def test_f_d_is_the_written_npz_and_retrain_fine_tunes_it(vit_job):
+  workdir, source, dataset, config = vit_job
+  model = vit.ViT(num_classes=dataset.num_classes, **JOB_VIT)
+  # f_D after 0 steps: every weight but the head from the file; the embedding (the class
+  # token before the head) is then the file's, computed here on numpy-normalised images.
+  with np.load(os.path.join(workdir, "seed_0", "eval", "initial_embed.npz")) as f:
+    saved = dict(f)
+  images = np.where((saved["set"] == "test")[:, None, None, None],
+                    dataset.test_images[saved["index"]], dataset.train_images[saved["index"]])
+  images = (images / 255.0 - np.asarray(dataset.mean)) / np.asarray(dataset.std)
+  params = {k: v for k, v in source.items() if not k.startswith("head/")}
+  params["head/kernel"] = np.zeros((TINY["hidden_size"], dataset.num_classes), np.float32)
+  params["head/bias"] = np.zeros((dataset.num_classes,), np.float32)
+  _, features = model.apply({"params": traverse_util.unflatten_dict(params, sep="/")},
+                            images.astype(np.float32))
+  np.testing.assert_allclose(saved["embed"], features["embed"], atol=1e-4, rtol=1e-4)
+
+  # Retrain: one epoch of Adam from the same file, so no weight but the head's is further
+  # from it than Adam's step bound (Kingma & Ba 2015, §2.1: lr (1 - β1) / sqrt(1 - β2) when
+  # 1 - β1 > sqrt(1 - β2)) times the steps; a fresh initialisation is about 1 away.
+  created = models.create("vit_ti16", num_classes=dataset.num_classes, **JOB_VIT)
+  state = supervised.create_train_state(created, optax.adam(RETRAIN_LR), jax.random.key(0),
+                                        dataset.image_shape, parallel.make_mesh())
+  retrained = vit.flatten(jax.device_get(
+      loop.restore_finished(os.path.join(workdir, "seed_0", "retrain"), state).state.params))
+  remain = np.sum(dataset.train_labels != config.forget_class)
+  bound = math.ceil(remain / config.batch_size) * RETRAIN_LR * 0.1 / math.sqrt(0.001)
+  fresh = vit.flatten(jax.device_get(state.params))
+  moved = []
+  for key, value in retrained.items():
+    if key.startswith("head/"):
+      continue
+    assert np.max(np.abs(value - source[key])) <= bound, key
+    assert np.max(np.abs(fresh[key] - source[key])) > 10 * bound, key
+    moved.append(np.max(np.abs(value - source[key])))
+  assert max(moved) > 0

@@ -22,7 +22,7 @@ tf.config.set_visible_devices([], "GPU")
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """A classification dataset held in memory (images uint8 [N,H,W,C])."""
+  """A classification dataset held in memory (images uint8 [N,H,W,C], or float in [0, 1])."""
   name: str
   train_images: np.ndarray
   train_labels: np.ndarray
@@ -53,9 +53,10 @@ _TFDS = {
                            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "svhn_cropped": _TfdsSource("svhn_cropped", "train", "test",
                                 (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
-    # Appendix A.11: the ImageNet-1k validation set, split 40,000 / 10,000.
+    # Appendix A.11: the ImageNet-1k validation set, split 40,000 / 10,000. Pixels go to
+    # [-1, 1], the input the public ViT checkpoints (in21k included) were trained on.
     "imagenet_val": _TfdsSource("imagenet2012", "validation[:40000]", "validation[40000:]",
-                                (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                                (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 DIGITS_TEST_SIZE = 360
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 # Streams keep the randomness of different pipelines independent.
 TRAIN_STREAM, FORGET_STREAM, REMAIN_STREAM, MIXED_STREAM, ALL_STREAM = 1, 2, 3, 4, 5
+NO_LABEL = -1  # the label a batch carries for a sample whose label is hidden (semi setup)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,14 +177,29 @@ def _rows(order, length, batch_size, start_step, num_steps, one_pass):
 
 
 def train_pipeline(images, labels, indices, *, batch_size, num_steps, seed, preprocess,
-                   start_step=0):
-  """Yields {'image', 'label'} numpy batches for supervised steps start_step.."""
+                   start_step=0, labelled=None):
+  """Yields {'image', 'label'} numpy batches for supervised steps start_step..
+
+  `labelled`, a boolean mask over the training set (the semi setup's), adds
+  each sample's flag as 'labelled' and puts NO_LABEL in place of a hidden
+  label, so that no hidden label reaches a step.
+  """
   rows = stream_rows(indices, batch_size, seed=seed, stream=TRAIN_STREAM,
                      start_step=start_step, num_steps=num_steps)
+  if labelled is not None:
+    labelled = np.asarray(labelled, bool)
+    labels = np.where(labelled, labels, NO_LABEL)
+    flags = tf.constant(labelled)
   batcher = _Batcher(images, labels, preprocess, seed)
+
+  def make(idx, step):
+    batch = batcher(idx, step, TRAIN_STREAM, augment=True)
+    if labelled is not None:
+      batch["labelled"] = tf.gather(flags, idx)
+    return batch
+
   ds = tf.data.Dataset.from_tensor_slices((_local(rows), _steps(start_step, num_steps)))
-  ds = ds.map(lambda idx, step: batcher(idx, step, TRAIN_STREAM, augment=True),
-              num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
 
@@ -250,13 +266,15 @@ class _Batcher:
 
   def __init__(self, images, labels, preprocess, seed):
     self.images = tf.constant(images)
+    # uint8 pixels (the datasets), or float pixels in [0, 1] (arrays given to the library API).
+    self.scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
     self.labels = tf.constant(np.asarray(labels, np.int32))
     self.preprocess = preprocess
     self.seed = seed
 
   def __call__(self, idx, step, stream, *, augment, with_labels=True):
     p = self.preprocess
-    x = tf.cast(tf.gather(self.images, idx), tf.float32) / 255.0
+    x = tf.cast(tf.gather(self.images, idx), tf.float32) * self.scale
     if augment and (p.crop_padding or p.random_flip):
       seed = tf.stack([tf.constant(self.seed, tf.int64) * 16 + stream, tf.cast(step, tf.int64)])
       x = _augment(x, seed, p.crop_padding, p.random_flip)

@@ -9,10 +9,15 @@ names, and `--overwrite` deletes just those stages (and their evaluations).
 What depends on what:
 - the split: the data and setup fields (`COMMON`: everything but the
   operational fields and the sections below);
-- pretrain / retrain: COMMON and their own section;
-- a method: COMMON, the pretrain section (f_D is its start) and its own
-  section with its variant's overrides applied;
-- an evaluation: its model's stage and the `asr` section.
+- pretrain / retrain: COMMON and their own section, plus the `mean_teacher`
+  section in the semi setup (which trains them with it);
+- a method: COMMON, the pretrain section (f_D is its start; in the semi setup
+  `mean_teacher` too) and its own section with its variant's overrides applied;
+- an evaluation: its model's stage, the `asr` section and `tsne.samples`
+  (the embeddings it saves; the t-SNE's own settings only change the plot);
+- the stopping rule (`stop`): with `stop.enabled`, the held-out pool changes
+  D, so every stage depends on `stop.enabled` and `stop.heldout_per_class`,
+  and a method's stage on the whole section; off, on `stop.enabled` alone.
 Fields that a stage's record lacks (added to the config since) are not
 compared, so new fields with defaults do not invalidate old workdirs.
 """
@@ -23,8 +28,11 @@ import os
 OPERATIONAL = frozenset({
     "seeds", "methods", "checkpoint_every_steps", "log_every_steps", "eval_batch_size",
     "data.data_dir", "data.manual_dir", "data.download", "model.cpu_onednn",
-    "pretrain.reuse_workdir", "retrain.reuse_workdir"})
+    "pretrain.reuse_workdir", "retrain.reuse_workdir", "tsne.perplexity", "tsne.max_iter"})
 SPLIT, PRETRAIN, RETRAIN = "split", "pretrain", "retrain"
+EVALUATION_SECTIONS = ("asr", "tsne")  # what evaluations depend on besides their model
+MEAN_TEACHER = "mean_teacher"
+STOP, POOL = "stop", ("stop.enabled", "stop.heldout_per_class")
 _FILE = "identity.json"
 
 
@@ -51,23 +59,29 @@ def stage_fields(config, stage, method=None):
   """
   from mixunlearn_jax import methods  # pylint: disable=import-outside-toplevel
   flat = flatten(_json(config))
-  sections = {m.section for m in methods.all_methods()} | {"asr", PRETRAIN, RETRAIN}
+  sections = {m.section for m in methods.all_methods()} | {
+      *EVALUATION_SECTIONS, PRETRAIN, RETRAIN, MEAN_TEACHER, STOP}
   common = {k: v for k, v in flat.items()
             if k not in OPERATIONAL and k.split(".")[0] not in sections}
   own = lambda section: {k: v for k, v in flat.items()  # noqa: E731
                          if k.split(".")[0] == section and k not in OPERATIONAL}
+  rule = own(STOP) if flat.get("stop.enabled") else {
+      k: v for k, v in flat.items() if k == "stop.enabled"}
+  common.update({k: v for k, v in rule.items() if k in POOL})
   if stage == SPLIT:
     return common
+  trainer = own(MEAN_TEACHER) if config.setup == "semi" else {}
   if stage in (PRETRAIN, RETRAIN):
-    return {**common, **own(stage)}
+    return {**common, **own(stage), **trainer}
   hyperparameters = flatten(json.loads(method.hyperparameters(config).to_json_best_effort()),
                             f"{method.section}.")
-  return {**common, **own(PRETRAIN), **hyperparameters}
+  return {**common, **own(PRETRAIN), **trainer, **hyperparameters, **rule}
 
 
 def evaluation_fields(config, stage_identity):
   return {**stage_identity, **{k: v for k, v in flatten(_json(config)).items()
-                               if k.split(".")[0] == "asr"}}
+                               if k.split(".")[0] in EVALUATION_SECTIONS
+                               and k not in OPERATIONAL}}
 
 
 def differing(recorded, current):

@@ -46,11 +46,14 @@ class StageResult:
   seconds: float  # wall time of the stage's steps, summed over resumes, compilation left out
   examples_per_sec: float
   compile_seconds: float = 0.0  # the step's compilation, summed over resumes
+  metrics: dict = dataclasses.field(default_factory=dict)  # the last step's scalars
+  # With a stopping monitor: {'checks': [...], 'stopped': a reason or None, 'step': the last}.
+  stop: dict | None = None
 
 
 def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[int], Iterator],
               num_steps, examples_per_step, checkpoint_every, log_every,
-              write_summaries=True, args=()) -> StageResult:
+              write_summaries=True, args=(), monitor=None) -> StageResult:
   """Runs `state, metrics = step_fn(state, batch, *args)` up to `num_steps`, resumably.
 
   Args:
@@ -66,23 +69,31 @@ def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[i
     checkpoint_every, log_every: intervals in steps.
     write_summaries: whether this process writes TensorBoard scalars.
     args: further arguments of every step (e.g. the frozen models).
+    monitor: a stopping rule (engine/stopping.py, Watch): after each step
+      where `monitor.due(step)`, the loop appends `monitor.check(step, state)`
+      to the stage's checks and stops early when `monitor.halt(checks)` gives
+      a reason. The checks and the reason are saved with every checkpoint,
+      and a stage stopped early counts as finished.
   """
   manager = ocp.CheckpointManager(
       os.path.abspath(os.path.join(directory, "checkpoints")),
       options=ocp.CheckpointManagerOptions(
           preservation_policy=ocp.checkpoint_managers.LatestN(2), create=True))
-  start, seconds, compile_seconds = 0, 0.0, 0.0
+  start, seconds, compile_seconds, scalars = 0, 0.0, 0.0, {}
+  checks, stopped = [], None
   if manager.latest_step() is not None:
     start = manager.latest_step()
     restored = manager.restore(start, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(state), meta=ocp.args.JsonRestore()))
     state, seconds = restored.state, restored.meta["seconds"]
     compile_seconds = restored.meta.get("compile_seconds", 0.0)
+    scalars = restored.meta.get("metrics", {})
+    checks, stopped = restored.meta.get("checks", []), restored.meta.get("stopped")
     logging.info("%s: resumed at step %d/%d.", name, start, num_steps)
-  if start >= num_steps:
+  if start >= num_steps or stopped:
     manager.close()
-    return StageResult(state, seconds, _throughput(num_steps, examples_per_step, seconds),
-                       compile_seconds)
+    return StageResult(state, seconds, _throughput(start, examples_per_step, seconds),
+                       compile_seconds, scalars, _stop(monitor, checks, stopped, start))
 
   writer = tensorboard.SummaryWriter(directory) if write_summaries else None
   elapsed = 0.0
@@ -91,27 +102,38 @@ def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[i
     iterator = batches(start)
     first = next(iterator)
     step_fn, seconds_to_compile = _compiled(step_fn, state, first, args)
+    if monitor:
+      seconds_to_compile += monitor.compile(state)
     compile_seconds += seconds_to_compile
     logging.info("%s: compiled in %.1fs.", name, seconds_to_compile)
     timer = _Timer(start)
+    if monitor and start == 0 and monitor.due(0):  # the starting model, before any step
+      checks.append(_log_check(name, monitor.check(0, state), writer))
     for batch in itertools.chain([first], iterator):
       state, metrics = step_fn(state, batch, *args)
       step += 1
+      if monitor and monitor.due(step):
+        checks.append(_log_check(name, monitor.check(step, state), writer))
+        stopped = monitor.halt(checks)
+      done = step == num_steps or stopped
       at_log, at_save = step % log_every == 0, step % checkpoint_every == 0
-      if at_log or at_save or step == num_steps:
+      if at_log or at_save or done:
         scalars = _check_finite(name, step, jax.device_get(metrics))
         timer.lap(step)
-        if at_log or step == num_steps:
+        if at_log or done:
           _log(name, step, num_steps, scalars, timer, examples_per_step, writer)
-      if at_save or step == num_steps:
+      if at_save or done:
         # The stage's time is its steps' time up to the last save, the same
         # number a run that later reuses this stage reads from the checkpoint.
         elapsed = timer.elapsed
         meta = {"step": step, "num_steps": num_steps, "seconds": seconds + elapsed,
-                "compile_seconds": compile_seconds, "examples_per_step": examples_per_step}
+                "compile_seconds": compile_seconds, "examples_per_step": examples_per_step,
+                "metrics": scalars, **({"checks": checks, "stopped": stopped} if monitor else {})}
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-      if step == num_steps:
+      if done:
+        if stopped:
+          logging.info("%s: stopped at step %d/%d (%s).", name, step, num_steps, stopped)
         break
   finally:
     manager.wait_until_finished()
@@ -119,7 +141,24 @@ def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[i
     if writer:
       writer.close()
   return StageResult(state, seconds + elapsed,
-                     _throughput(num_steps - start, examples_per_step, elapsed), compile_seconds)
+                     _throughput(step - start, examples_per_step, elapsed), compile_seconds,
+                     scalars, _stop(monitor, checks, stopped, step))
+
+
+def _stop(monitor, checks, stopped, step):
+  """StageResult.stop: the stage's checks, why it stopped early (or None), its last step."""
+  return {"checks": checks, "stopped": stopped, "step": step} if monitor else None
+
+
+def _log_check(name, check, writer):
+  """Logs one check of the stopping rule (and writes it to TensorBoard); returns it."""
+  logging.info("%s: stopping rule at step %d: %s", name, check["step"],
+               ", ".join(f"{k}={v:.4f}" for k, v in check.items() if k != "step"))
+  if writer:
+    for k, v in check.items():
+      if k != "step":
+        writer.scalar(f"stop/{k}", v, check["step"])
+  return check
 
 
 def _compiled(step_fn, state, batch, args):
@@ -152,7 +191,8 @@ def restore_finished(directory, state) -> StageResult:
                      f"{meta['num_steps']}; finish it there first.")
   return StageResult(restored.state, meta["seconds"],
                      _throughput(meta["num_steps"], meta.get("examples_per_step", 0),
-                                 meta["seconds"]), meta.get("compile_seconds", 0.0))
+                                 meta["seconds"]), meta.get("compile_seconds", 0.0),
+                     meta.get("metrics", {}))
 
 
 class _Timer:

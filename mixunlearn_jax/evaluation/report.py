@@ -24,6 +24,7 @@ def aggregate(per_seed, metric_names):
     runs = [per_seed[s][name] for s in seeds]
     entry = {m: _stats([r["metrics"][m] for r in runs]) for m in metric_names}
     entry["seconds"] = _stats([r["seconds"] for r in runs])
+    entry["compile_seconds"] = _stats([r.get("compile_seconds", 0.0) for r in runs])
     entry["examples_per_sec"] = _stats([r["examples_per_sec"] for r in runs])
     results["models"][name] = entry
   if REFERENCE in results["models"]:
@@ -41,15 +42,37 @@ def aggregate(per_seed, metric_names):
   results["setup_seconds"] = {n: float(np.mean([per_seed[s][n]["setup_seconds"] for s in seeds]))
                               for n in model_names if "setup_seconds" in per_seed[seeds[0]][n]}
   results["throughput"] = {n: e["examples_per_sec"]["mean"] for n, e in results["models"].items()}
+  # Where the stopping rule (engine/stopping.py) ended each method, when it was on.
+  results["stopping"] = {n: _stopping([per_seed[s][n]["stop"] for s in seeds])
+                         for n in model_names if "stop" in per_seed[seeds[0]][n]}
   return results
+
+
+def _stopping(summaries):
+  """The stopping rule over seeds: the step it stopped at, why, and where it was met."""
+  return {"step": _stats([s["step"] for s in summaries]), "budget": summaries[0]["budget"],
+          "reasons": [s["reason"] for s in summaries],
+          "rule_steps": [s["rule"]["step"] if s["rule"] else None for s in summaries]}
+
+
+def _stop_cell(stop):
+  """'740/3700 forgotten'; a run to its budget adds where the rule was met (dry runs)."""
+  reasons = ", ".join(sorted(set(stop["reasons"])))
+  cell = f"{stop['step']['mean']:.0f}/{stop['budget']} {reasons}"
+  met = [step for step in stop["rule_steps"] if step is not None]
+  if "budget" in stop["reasons"]:
+    cell += f" (rule met at {', '.join(map(str, met))})" if met else " (rule never met)"
+  return cell
 
 
 def markdown(results, title=""):
   metric_names = results["metrics"]
+  stopping = results.get("stopping", {})
   header = ["model", *metric_names, "distance to Retrain", "time (s)", "time / Retrain",
-            "examples/s"]
+            "examples/s", "compile (s)", *(["stop"] if stopping else [])]
   lines = [f"# {title}" if title else "", f"Seeds: {results['seeds']}. Accuracies and ASR in %, "
-           "mean ± std over seeds; (gap) = |mean - Retrain mean|.", "",
+           "mean ± std over seeds; (gap) = |mean - Retrain mean|. Time and examples/s "
+           "exclude compilation, shown apart.", "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for name, entry in results["models"].items():
     cells = [name]
@@ -63,7 +86,14 @@ def markdown(results, title=""):
     ratio = results.get("cost_ratio", {}).get(name)
     cells.append("—" if ratio is None else f"{ratio:.2f}")
     cells.append(f"{entry['examples_per_sec']['mean']:.0f}")
+    cells.append(f"{entry['compile_seconds']['mean']:.1f}")
+    if stopping:
+      cells.append(_stop_cell(stopping[name]) if name in stopping else "—")
     lines.append("| " + " | ".join(cells) + " |")
+  if stopping:
+    lines += ["", "stop: the step the stopping rule ended unlearning at (mean over seeds), of "
+              "the fixed budget, and why: forgotten (the rule met), guard (held-out remain "
+              "accuracy fell too far), budget (ran the fixed budget)."]
   setup = results.get("setup_seconds", {})
   if setup:
     lines += ["", "Time before any deletion request, not in the time column (the shard "
@@ -96,11 +126,20 @@ def rebuild(workdir, metric_names):
     json.dump(results, f, indent=2)
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(markdown(results, title))
-  _plot(workdir, evals, names, title)
+  _plot(workdir, evals, names, title, config.get("tsne", {}))
+  for seed in per_seed:
+    traces = {name: record["stop"] for name, record in per_seed[seed].items() if "stop" in record}
+    if traces:
+      plots.forgetting(traces, os.path.join(workdir, "plots", f"forgetting_seed{seed}.png"),
+                       f"{title}, seed {seed}")
   return results
 
 
-def _plot(workdir, evals, names, title):
+def _plot(workdir, evals, names, title, tsne):
+  """Per seed: the loss densities, the t-SNE of the saved embeddings, the mixed samples.
+
+  `tsne`: the config's t-SNE section (perplexity, max_iter).
+  """
   folder = os.path.join(workdir, "plots")
   os.makedirs(folder, exist_ok=True)
   for seed, eval_dir in evals.items():
@@ -110,6 +149,18 @@ def _plot(workdir, evals, names, title):
         losses[name] = dict(f)
     plots.loss_densities(losses, os.path.join(folder, f"loss_density_seed{seed}.png"),
                          f"{title}, seed {seed}")
+    embeddings = {}
+    for name in names:
+      path = os.path.join(eval_dir, f"{name}_embed.npz")
+      if os.path.exists(path):
+        with np.load(path) as f:
+          embeddings[name] = dict(f)
+    if embeddings:  # none with tsne.samples 0 (or evaluations saved before embeddings were)
+      plots.tsne(embeddings, os.path.join(folder, f"tsne_seed{seed}.png"),
+                 title=f"{title}, seed {seed}", seed=seed,
+                 missing=[name for name in names if name not in embeddings],
+                 cache=os.path.join(folder, f"tsne_seed{seed}_points.npz"),
+                 **{k: tsne[k] for k in ("perplexity", "max_iter") if k in tsne})
     for name in names:
       path = os.path.join(eval_dir, f"{name}_samples.npz")
       if os.path.exists(path):

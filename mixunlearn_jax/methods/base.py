@@ -158,6 +158,10 @@ class Method:
     default_config: () -> that section's defaults.
     overrides: fields of the section a variant sets.
     source: one line: the paper or code the method follows.
+    features: the model features it reads besides the logits ('mix', 'embed':
+      models/contract.py), checked before a run with a user's model.
+    variant_of: the registered method a `variant` derives from; '' for a
+      method of its own.
   """
   name: str
   labels: str
@@ -166,6 +170,8 @@ class Method:
   default_config: Callable[[], ml_collections.ConfigDict]
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   source: str = ""
+  features: tuple[str, ...] = ()
+  variant_of: str = ""
 
   def __post_init__(self):
     if self.labels not in LABEL_USES:
@@ -190,7 +196,8 @@ class Method:
 def variant(method: Method, name: str, source: str = "", **overrides) -> Method:
   """`method` under another name with fields of its config section overridden."""
   return dataclasses.replace(method, name=name, overrides={**method.overrides, **overrides},
-                             source=source or method.source)
+                             source=source or method.source,
+                             variant_of=method.variant_of or method.name)
 
 
 def check_stream(method: Method, stream: Stream, sets=None, forget=None):

@@ -344,10 +344,11 @@ def build(ctx: base.UnlearnContext, *, mix, repair) -> base.Program:
 _LAF = "Shen et al., Label-Agnostic Forgetting, ICLR 2024 (ShaofeiShen768/LAF)"
 METHODS = (
     base.Method("laf", "none", functools.partial(build, mix=False, repair=False), "laf",
-                default_config, source=_LAF),
+                default_config, source=_LAF, features=("embed",)),
     base.Method("laf_r", "remain", functools.partial(build, mix=False, repair=True), "laf",
-                default_config, source=f"LAF+R, LAF then one epoch repairing the head: {_LAF}"),
+                default_config, source=f"LAF+R, LAF then one epoch repairing the head: {_LAF}",
+                features=("embed",)),
     base.Method("lmix", "none", functools.partial(build, mix=True, repair=False), "laf",
                 default_config, source="L-Mix as defined in the MixUnlearn paper (ICLR 2025), "
-                                       "on LAF"),
+                                       "on LAF", features=("embed",)),
 )

@@ -1,0 +1,35 @@
+"""The job's CLI run in a subprocess, as the tests that need fresh processes start it."""
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 600
+
+
+def command(workdir, *extra, config="tests/tiny_config.py"):
+  return [sys.executable, "-m", "mixunlearn_jax.main", f"--config={config}",
+          f"--workdir={workdir}", *extra]
+
+
+def env(devices, **variables):
+  """This process's environment with `devices` CPU devices (and the suite's compilation cache)."""
+  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+              **variables)
+
+
+def run(workdir, *extra, devices=1, check=True, timeout=TIMEOUT):
+  """Runs the CLI to its end; returns the CompletedProcess (text output)."""
+  return subprocess.run(command(workdir, *extra), cwd=REPO, env=env(devices), check=check,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def metrics_of(workdir):
+  """{model: {metric: per-seed values}} of a finished workdir, timings left out."""
+  with open(os.path.join(workdir, "results.json")) as f:
+    models = json.load(f)["models"]
+  timing = ("seconds", "compile_seconds", "examples_per_sec", "gap", "distance_to_retrain")
+  return {name: {k: v["per_seed"] for k, v in entry.items() if k not in timing}
+          for name, entry in models.items()}
