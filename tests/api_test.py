@@ -39,6 +39,10 @@ def test_a_missing_feature_is_an_error_naming_what_to_return_or_pass(small_model
   with pytest.raises(ValueError, match="no submodule 'Conv_7'; submodules: Conv_0, Conv_1, Dense_0"):
     mu.unlearn(model, variables, (x[y == 0], y[y == 0]), (x[y != 0], y[y != 0]),
                features={"mix": "Conv_7"})
+  # Vanilla mixup reads no feature map: the bare model takes it as it is.
+  vanilla = mu.unlearn(model, variables, (x[y == 0], y[y == 0]), (x[y != 0], y[y != 0]),
+                       method="mixunlearn_aware_vanilla_mixup", epochs=1)
+  assert set(vanilla.losses) == {"l_unlearn", "l_mix", "l_real"}
   with pytest.raises(ValueError, match="reads remain labels"):
     mu.unlearn(model, variables, x[y == 0], x[y != 0], method="scrub")
   with pytest.raises(ValueError, match="'epochz' is not a field of 'neggrad'"):

@@ -1,11 +1,7 @@
 """The method contract and the baselines: losses against NumPy, streams, label access."""
 
-import dataclasses
-import functools
-
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -16,7 +12,6 @@ from mixunlearn_jax import models
 from mixunlearn_jax.data import pipeline
 from mixunlearn_jax.engine import parallel
 from mixunlearn_jax.engine import supervised
-from mixunlearn_jax.methods import common
 from mixunlearn_jax.methods import neggrad
 from mixunlearn_jax.methods import randlabel
 from mixunlearn_jax.methods import scrub

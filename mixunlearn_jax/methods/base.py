@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping
 import ml_collections
 import numpy as np
 
-from mixunlearn_jax.data.pipeline import SOURCES, Side, Stream
+from mixunlearn_jax.data.pipeline import SOURCES, Stream
 
 LABEL_USES = ("all", "remain", "none")
 

@@ -14,6 +14,7 @@ masks follow λ (`mask_statistics`), and AdAutoMix's λ options are config
 switches: λ in the mask logits, a mask-mean loss, the upsampling.
 """
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -55,10 +56,14 @@ class PairInputs:
 
 
 def frozen_inputs(initial, batch, *, model, num_classes, label_aware, sharpen_temperature):
-  """Runs f_D on both sides once; no gradient ever reaches it."""
+  """Runs f_D on both sides once; no gradient ever reaches it.
+
+  The feature maps (h) are None for a model without features['mix'], which
+  only the ablations without a MixBlock accept (their `Method.features`).
+  """
   x_f, x_r = batch["forget"]["image"], batch["remain"]["image"]
   logits, features = model.apply(initial, jnp.concatenate([x_f, x_r]), train=False)
-  logits, mix = jax.lax.stop_gradient((logits, features["mix"]))
+  logits, mix = jax.lax.stop_gradient((logits, features.get("mix")))
   batch_size = x_f.shape[0]
   if label_aware:
     target_f = jax.nn.one_hot(batch["forget"]["label"], num_classes)
@@ -67,7 +72,8 @@ def frozen_inputs(initial, batch, *, model, num_classes, label_aware, sharpen_te
     probs = jax.nn.softmax(logits.astype(jnp.float32))
     targets = losses.sharpen(probs, sharpen_temperature) if sharpen_temperature else probs
     target_f, target_r = targets[:batch_size], targets[batch_size:]
-  return PairInputs(x_f, x_r, mix[:batch_size], mix[batch_size:], target_f, target_r)
+  h_f, h_r = (None, None) if mix is None else (mix[:batch_size], mix[batch_size:])
+  return PairInputs(x_f, x_r, h_f, h_r, target_f, target_r)
 
 
 def generate_mask(generator_params, inputs, lam, *, mixblock):
@@ -87,6 +93,13 @@ def mixed_images(generator_params, inputs, lam, *, mixblock):
   return models.mix_images(inputs.x_forget, inputs.x_remain, mask)
 
 
+def _share_of_x_f(mask, lam):
+  """(M0, its mean per pair, λ per pair), in float32."""
+  m0 = mask[..., 0].astype(jnp.float32)
+  per_pair = jnp.mean(m0, axis=(1, 2))
+  return m0, per_pair, jnp.broadcast_to(jnp.asarray(lam, jnp.float32), per_pair.shape)
+
+
 def mask_statistics(mask, lam):
   """How the mask's share of x_f (M0) compares with λ, as scalars.
 
@@ -94,9 +107,7 @@ def mask_statistics(mask, lam):
   |mean(M0) - λ|; mask_spatial_std: mean over pairs of M0's standard
   deviation over the pixels (0 for a uniform mask).
   """
-  m0 = mask[..., 0].astype(jnp.float32)
-  per_pair = jnp.mean(m0, axis=(1, 2))
-  lam = jnp.broadcast_to(jnp.asarray(lam, jnp.float32), per_pair.shape)
+  m0, per_pair, lam = _share_of_x_f(mask, lam)
   return {"mask_mean": jnp.mean(per_pair),
           "mask_lambda_gap": jnp.mean(jnp.abs(per_pair - lam)),
           "mask_spatial_std": jnp.mean(jnp.std(m0, axis=(1, 2)))}
@@ -104,8 +115,7 @@ def mask_statistics(mask, lam):
 
 def mask_loss(mask, lam, margin):
   """AdAutoMix's L1 mask loss, per pair: mean_b max(|mean(M0_b) - λ_b| - margin, 0)."""
-  per_pair = jnp.mean(mask[..., 0].astype(jnp.float32), axis=(1, 2))
-  lam = jnp.broadcast_to(jnp.asarray(lam, jnp.float32), per_pair.shape)
+  _, per_pair, lam = _share_of_x_f(mask, lam)
   return jnp.mean(jnp.maximum(jnp.abs(per_pair - lam) - margin, 0.0))
 
 
@@ -309,8 +319,10 @@ _ABLATIONS = (
 )
 METHODS = (
     AWARE, AGNOSTIC,
-    *(base.variant(method, f"{method.name}_{suffix}", f"MixUnlearn's ablation, {what}",
-                   **overrides)
+    # Without a MixBlock nothing reads the feature map: any classifier will do.
+    *(dataclasses.replace(base.variant(method, f"{method.name}_{suffix}",
+                                       f"MixUnlearn's ablation, {what}", **overrides),
+                          features=method.features if "mixer" not in overrides else ())
       for suffix, overrides, what in _ABLATIONS for method in (AWARE, AGNOSTIC)),
     # Sharpen acts on f_D's outputs, the label-agnostic targets only.
     base.variant(AGNOSTIC, "mixunlearn_agnostic_no_sharpen",
