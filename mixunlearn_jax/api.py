@@ -85,12 +85,14 @@ def unlearn(model, variables, forget, remain, *, method="mixunlearn_aware", seed
 
 
 def evaluate(model, variables, forget, remain, test, *, setup=None, seed=0, features=None,
-             normalize=None, batch_size=500, attack_trees=100):
+             normalize=None, batch_size=500, attack_trees=100, asr_protocols=("spec",)):
   """The job's metrics for `variables` (or an `Unlearned`): accuracies and ASR, in %.
 
   `setup` 'class' (Test_r, Test_f, ASR) when D_f is one class that D_r lacks,
   else 'data' (Train_r, Train_f, Test, ASR); None picks it that way.
-  Returns {'metrics': {...}, 'attack': the attack's two sides}.
+  `asr_protocols` as the config's `asr.protocols` ('laf' takes the test
+  arrays' order as the raw order). Returns {'metrics': {...}, 'attack': the
+  attack's two sides}.
   """
   predict = None
   if isinstance(variables, Unlearned):
@@ -101,6 +103,8 @@ def evaluate(model, variables, forget, remain, test, *, setup=None, seed=0, feat
   setup, forget_class = _setup(setup, y_f, y_r)
   c = config_lib.base_config()
   c.eval_batch_size = batch_size
+  c.asr.protocols = tuple(asr_protocols)
+  experiment.validate(c)
   if predict is None:
     variables = _with_batch_stats(variables)
     num_classes = contract.check(classifier, variables, x_f.shape[1:])
@@ -112,11 +116,10 @@ def evaluate(model, variables, forget, remain, test, *, setup=None, seed=0, feat
     parallel.check_batch_size(batch_size, run_.job.mesh, "batch_size")
     result = jax.device_put(variables, parallel.replicated(run_.job.mesh))
     train_probs, test_probs = experiment.probabilities(run_, result, predict)
-  split = run_.split
   scores, attack = metrics.evaluate(
-      train_probs, test_probs, setup=setup, split=split, test_labels=y_t,
+      train_probs, test_probs, setup=setup, split=run_.split, test_labels=y_t,
       forget_class=forget_class, seed=seed, trees=attack_trees,
-      attack_sets=metrics.AttackSets.make(split.forget, split.remain, len(y_t), seed))
+      attack_sets=experiment.attack_sets(run_))
   return {"metrics": scores, "attack": attack}
 
 

@@ -69,6 +69,11 @@ def base_config():
 
   c.asr = ml_collections.ConfigDict()
   c.asr.trees = 100  # boosting iterations of the attacker
+  # Attack protocols (spec §6): 'spec' (the default) and 'laf', the attack as LAF's code runs
+  # it (needs the raw test files' order: data.manual_dir for MNIST and Fashion-MNIST). The
+  # first is the ASR column and counts in the distance to Retrain; each other one adds a
+  # column ASR_<protocol>.
+  c.asr.protocols = ("spec",)
 
   # The stopping rule (engine/stopping.py): stop unlearning once D_f looks like unseen data.
   # Off by default, so the paper's fixed budgets stay as they were. On, it carves a held-out

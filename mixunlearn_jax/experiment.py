@@ -59,6 +59,7 @@ class Job:
   mesh: object
   model: object
   preprocess: data.Preprocess
+  raw_test_order: np.ndarray | None = None  # data.raw_test_order; None: the arrays' own order
 
 
 class Progress:
@@ -127,13 +128,15 @@ def run(config, workdir, *, overwrite=False):
                       download=config.data.download)
   for seed in config.seeds:
     new_split(config, dataset, seed)  # raises for a forget class the data lacks, etc.
+  raw_test_order = (data.raw_test_order(dataset, config.data.manual_dir)
+                    if "laf" in config.asr.protocols else None)
   prepare_workdir(config, workdir, overwrite)
   logging.info("%s: %d training / %d test images of shape %s on %d devices.", dataset.name,
                len(dataset.train_labels), len(dataset.test_labels), dataset.image_shape,
                jax.device_count())
   job = Job(config, workdir, dataset, mesh, create_model(config, dataset),
             data.Preprocess(dataset.mean, dataset.std, config.data.crop_padding,
-                            config.data.random_flip))
+                            config.data.random_flip), raw_test_order)
   if config.requests > 1:
     # Imported here: sequential.py builds on this module.
     from mixunlearn_jax import sequential  # pylint: disable=g-import-not-at-top
@@ -179,6 +182,11 @@ def validate(config):
     raise ValueError("seeds is empty; give at least one seed.")
   if config.model.pretrained_npz:
     validate_pretrained(config)
+  protocols = tuple(config.asr.protocols)
+  if (not protocols or len(set(protocols)) != len(protocols)
+      or not set(protocols) <= set(metrics.PROTOCOLS)):
+    raise ValueError(f"asr.protocols={protocols}: name one or more of "
+                     f"{', '.join(metrics.PROTOCOLS)}, each once (the first is the ASR column).")
 
 
 def validate_pretrained(config):
@@ -630,9 +638,7 @@ def evaluate(run_, name, train):
       train_probs, test_probs, attack_probs=attack_probs, setup=job.config.setup, split=split,
       test_labels=job.dataset.test_labels,
       forget_class=np.unique(split.train_labels[split.forget]),  # every request's so far
-      attack_sets=metrics.AttackSets.make(split.forget, split.remain,
-                                          len(job.dataset.test_labels), run_.seed),
-      seed=run_.seed, trees=job.config.asr.trees)
+      attack_sets=attack_sets(run_), seed=run_.seed, trees=job.config.asr.trees)
   record = {"metrics": scores, "attack": attack, "seconds": trained.stage.seconds,
             "compile_seconds": trained.stage.compile_seconds,
             "examples_per_sec": trained.stage.examples_per_sec}
@@ -654,6 +660,16 @@ def evaluate(run_, name, train):
                    "one classifier's.", run_.seed, name)
   save(run_, f"{name}.json", record)
   _record(run_, f"eval/{name}")
+
+
+def attack_sets(run_):
+  """The attack's index sets, one per protocol in `asr.protocols` (the first is 'ASR')."""
+  job, split = run_.job, run_.split
+  num_test = len(job.dataset.test_labels)
+  order = np.arange(num_test) if job.raw_test_order is None else job.raw_test_order
+  make = {"spec": lambda: metrics.AttackSets.make(split.forget, split.remain, num_test, run_.seed),
+          "laf": lambda: metrics.AttackSets.laf(split.forget, split.remain, order, run_.seed)}
+  return [make[protocol]() for protocol in job.config.asr.protocols]
 
 
 def embeddings(run_, variables):

@@ -1,7 +1,9 @@
 """Evaluation: accuracies against NumPy, ASR on constructed cases, determinism, plots."""
 
 import glob
+import gzip
 import json
+import math
 import os
 import shutil
 
@@ -16,6 +18,7 @@ from mixunlearn_jax import models
 from mixunlearn_jax.engine import parallel
 from mixunlearn_jax.engine import supervised
 from mixunlearn_jax.evaluation import metrics
+from sklearn import ensemble
 from tests import tiny_config
 
 
@@ -71,6 +74,73 @@ def test_membership_attack_separates_members_from_nonmembers():
   assert memorised == metrics.membership_attack(train_probs, test_probs, sets, seed=0)
 
 
+def write_idx_images(path, images):
+  """The idx format of MNIST's raw files: magic 2051, count, rows, cols, then the pixels."""
+  header = b"".join(int(v).to_bytes(4, "big") for v in (2051, *images.shape[:3]))
+  with gzip.open(path, "wb") as f:
+    f.write(header + images.astype(np.uint8).tobytes())
+
+
+def test_raw_test_order_restores_the_raw_files_order(tmp_path):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (40, 28, 28, 1), dtype=np.uint8)
+  images[7] = images[3]  # an exact duplicate takes the first free match
+  dataset = data.Dataset("mnist", images[:1], np.zeros(1, np.int32), images,
+                         np.zeros(40, np.int32), 10, (0.5,), (0.5,))
+  raw_order = rng.permutation(40)  # raw image i is our test image raw_order[i]
+  write_idx_images(tmp_path / "t10k-images-idx3-ubyte.gz", images[raw_order])
+  order = data.raw_test_order(dataset, str(tmp_path))
+  np.testing.assert_array_equal(images[order], images[raw_order])
+  assert sorted(order.tolist()) == list(range(40))
+  with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.gz: pass the folder"):
+    data.raw_test_order(dataset, None)
+  write_idx_images(tmp_path / "t10k-images-idx3-ubyte.gz", 255 - images)
+  with pytest.raises(ValueError, match="not the ones 'mnist' was prepared from"):
+    data.raw_test_order(dataset, str(tmp_path))
+
+
+def test_laf_attack_sets_are_those_of_lafs_code():
+  forget, remain = np.arange(6000), np.arange(6000, 56000)
+  raw_order = np.random.default_rng(1).permutation(10000)
+  sets = metrics.AttackSets.laf(forget, remain, raw_order, seed=0)
+  fitted = 5024 + 5024  # both capped at 5,024; 1% (rounded up) left out of the fit
+  assert len(sets.members) + len(sets.nonmembers) == fitted - math.ceil(0.01 * fitted)
+  assert 4900 < len(sets.members) < 5024 and 4900 < len(sets.nonmembers) < 5024
+  assert set(sets.members) <= set(remain.tolist())
+  assert set(sets.nonmembers) <= set(raw_order[:5024].tolist())
+  np.testing.assert_array_equal(sets.heldout, np.sort(raw_order[5024:]))
+  np.testing.assert_array_equal(sets.forget, forget)  # all of D_f is scored
+  assert sets.protocol == "laf"
+
+
+def test_laf_attack_is_the_pooled_accuracy_of_xgboost_like_trees():
+  rng = np.random.default_rng(2)
+  train_probs, test_probs = sorted_rows(900, True, rng), sorted_rows(700, False, rng)
+  train_probs[:100] = sorted_rows(100, False, rng)  # half of D_f looks unseen
+  sets = metrics.AttackSets(members=np.arange(300, 800), nonmembers=np.arange(400),
+                            heldout=np.arange(400, 700), forget=np.arange(200), protocol="laf")
+  attack = metrics.membership_attack(train_probs, test_probs, sets, seed=0)
+  features = lambda p: -np.sort(-p, axis=-1)  # noqa: E731
+  trees = ensemble.HistGradientBoostingClassifier(
+      max_iter=100, learning_rate=0.3, max_depth=6, max_leaf_nodes=None, l2_regularization=1.0,
+      early_stopping=False, random_state=0).fit(
+          features(np.concatenate([train_probs[300:800], test_probs[:400]])),
+          np.r_[np.ones(500), np.zeros(400)])
+  called_member = trees.predict(features(np.concatenate([train_probs[:200], test_probs[400:]])))
+  correct = called_member == np.r_[np.ones(200), np.zeros(300)]
+  assert attack["ASR"] == pytest.approx(100 * correct.mean())  # 500 scored: pooled, not 50/50
+  assert attack["ASR"] != pytest.approx((attack["forget_as_member"]
+                                         + attack["heldout_as_nonmember"]) / 2)
+
+
+def test_unknown_or_repeated_attack_protocols_are_refused():
+  config = tiny_config.get_config()
+  for protocols in [(), ("spec", "spec"), ("lira",)]:
+    config.asr.protocols = protocols
+    with pytest.raises(ValueError, match="asr.protocols"):
+      experiment.validate(config)
+
+
 @pytest.fixture(scope="module")
 def memorisation_run(tmp_path_factory):
   """Data setup on digits: f_D memorises D_f (many epochs), Retrain never sees it."""
@@ -81,6 +151,7 @@ def memorisation_run(tmp_path_factory):
   config.retrain.epochs = 40
   config.checkpoint_every_steps = 2000
   config.log_every_steps = 2000
+  config.asr.protocols = ("spec", "laf")  # LAF's attack as a column of its own
   workdir = str(tmp_path_factory.mktemp("memorise"))
   return workdir, experiment.run(config, workdir)
 
@@ -90,6 +161,17 @@ def test_asr_is_higher_for_a_model_that_memorised_the_forget_set(memorisation_ru
   memorised, unseen = results["models"]["initial"], results["models"]["retrain"]
   assert memorised["Train_f"]["mean"] == 100.0
   assert memorised["ASR"]["mean"] > unseen["ASR"]["mean"] + 5
+  # digits has 360 test images, all LAF's non-members: its ASR scores D_f alone here.
+  assert memorised["ASR_laf"]["mean"] > unseen["ASR_laf"]["mean"] + 5
+
+
+def test_a_second_protocol_is_a_column_outside_the_distance(memorisation_run):
+  workdir, results = memorisation_run
+  assert results["metrics"] == ["Train_r", "Train_f", "Test", "ASR", "ASR_laf"]
+  initial = results["models"]["initial"]
+  assert initial["distance_to_retrain"] == pytest.approx(
+      np.mean([initial["gap"][m] for m in ("Train_r", "Train_f", "Test", "ASR")]))
+  assert "ASR_laf" in open(os.path.join(workdir, "results.md")).read()
 
 
 def test_evaluating_the_same_run_twice_gives_identical_numbers(memorisation_run):

@@ -1,4 +1,4 @@
-"""Resume: a run killed with SIGKILL inside any method ends with exactly the same metrics."""
+"""Resume: a run killed with SIGKILL inside any kind of stage ends with exactly the same metrics."""
 
 import glob
 import os
@@ -29,28 +29,27 @@ def kill_when(cmd, devices, pattern):
   return bool(glob.glob(pattern, recursive=True))
 
 
-# The sub-stages to kill inside ("" is the method's own folder) where one kill is not enough.
-PHASES = {"scrub": ("epoch1_max", "epoch2_min"),
-          # the initial ensemble's stage (setup), then the retraining in the method's folder
-          "sisa": ("train_slice1", ""),
-          # a VAE's sub-stage, the unlearning phase and the repair phase
-          "laf_r": ("forget_vae", "unlearn", "repair")}
-# Every other method is killed once, in its first (sub-)stage to save step 2: T-S in its
-# teacher's training, LAF and L-Mix in the forget VAE's (each one kill: the suite's time).
+# Where to kill: step 2 of each kind of (sub-)stage the methods run ("" is the method's own
+# folder). The other methods run the same loop on the same kind of state (one phase of
+# parameters and optimizer states: NegGrad+, RandLabel, Boundary Shrink, GLI, Unrolling, the
+# other MixUnlearn mode), or the same sub-stages (DSMixup: SISA's; LAF, L-Mix: LAF+R's); they
+# run in the killed workdir's restarts too, but each kill is a process start: the suite's time.
+KILLS = {"mixunlearn_aware": ("",),  # a generator's and an unlearner's state, lax.cond
+         "scrub": ("epoch1_max", "epoch2_min"),  # phases with their own optimizer, `enter`
+         "teacher_student": ("teacher",),  # a trained sub-stage: a second model
+         "sisa": ("train_slice1", ""),  # the vmapped shard ensemble, then its retraining
+         "laf_r": ("forget_vae", "unlearn", "repair")}  # a VAE sub-stage, then two phases
 
 
 def kill_points(workdir):
-  """Step 2 of every method's first (sub-)stage, and of each phase listed in PHASES."""
-  points = []
-  for name in tiny_config.get_config().methods:
-    folder = os.path.join(workdir, "seed_0", f"unlearn_{name}")
-    phases = PHASES.get(name, ("**",))
-    points += [os.path.join(folder, phase, "checkpoints", "2") for phase in phases]
-  return points
+  """Step 2 of each (sub-)stage in KILLS, in the order the job runs them."""
+  return [os.path.join(workdir, "seed_0", f"unlearn_{name}", phase, "checkpoints", "2")
+          for name in tiny_config.get_config().methods for phase in KILLS.get(name, ())]
 
 
-def test_sigkill_in_every_method_then_rerun_gives_identical_metrics(tiny_job, tmp_path):
+def test_sigkill_in_each_kind_of_stage_then_rerun_gives_identical_metrics(tiny_job, tmp_path):
   reference, log = tiny_job
+  assert set(KILLS) <= set(tiny_config.get_config().methods)
   killed = tmp_path / "killed"
   # One device: oneDNN's path where it builds (models_test checks the fallback elsewhere).
   assert ("oneDNN convolutions enabled" in log) == onednn.available()

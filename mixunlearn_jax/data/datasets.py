@@ -6,6 +6,7 @@ batch is a function of (seed, step), which makes resume exact.
 """
 
 import dataclasses
+import gzip
 import os
 import socket
 import urllib.parse
@@ -59,6 +60,9 @@ _TFDS = {
                                 (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
 DIGITS_TEST_SIZE = 360
+# The raw test images (idx format) of the datasets whose raw order can be restored.
+_RAW_TEST_IMAGES = {"mnist": "t10k-images-idx3-ubyte.gz",
+                    "fashion_mnist": "t10k-images-idx3-ubyte.gz"}
 
 
 def names():
@@ -141,6 +145,42 @@ def _read_split(builder, split, image_size):
     images.append(ex["image"])
     labels.append(ex["label"])
   return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+
+
+def raw_test_order(dataset, manual_dir):
+  """Indices into `dataset.test_images` in the raw files' order: raw image i is order[i].
+
+  tfds shuffles a split when it prepares it, while LAF's attack protocol
+  takes the first test images of the raw files (spec §6), so the order is
+  restored by matching the raw images (an exact duplicate takes the first
+  free match: the same pixels, the same outputs). digits: its test set's own
+  order, drawn once (_load_digits).
+  """
+  if dataset.name == "digits":
+    return np.arange(len(dataset.test_labels))
+  if dataset.name not in _RAW_TEST_IMAGES:
+    raise ValueError(f"The raw test order of {dataset.name!r} is unknown (known: digits, "
+                     f"{', '.join(sorted(_RAW_TEST_IMAGES))}).")
+  path = os.path.join(manual_dir or "", _RAW_TEST_IMAGES[dataset.name])
+  if not manual_dir or not os.path.exists(path):
+    raise ValueError(f"The raw test order of {dataset.name!r} is read from its raw file "
+                     f"{_RAW_TEST_IMAGES[dataset.name]}: pass the folder that holds it as "
+                     f"--config.data.manual_dir (given: {manual_dir!r}).")
+  with gzip.open(path, "rb") as f:
+    raw = f.read()
+  count = int.from_bytes(raw[4:8], "big")
+  raw = np.frombuffer(raw, np.uint8, offset=16).reshape(count, -1)
+  ours = {}
+  for index, image in enumerate(dataset.test_images.reshape(len(dataset.test_images), -1)):
+    ours.setdefault(image.tobytes(), []).append(index)
+  order = []
+  for position, image in enumerate(raw):
+    matches = ours.get(image.tobytes())
+    if not matches:
+      raise ValueError(f"Raw test image {position} of {path} is not in the prepared test set: "
+                       f"the raw files are not the ones {dataset.name!r} was prepared from.")
+    order.append(matches.pop(0))
+  return np.array(order)
 
 
 def _load_digits():

@@ -6,6 +6,7 @@ cheap function of those outputs.
 """
 
 import dataclasses
+import math
 
 import jax
 import numpy as np
@@ -78,16 +79,33 @@ def per_sample_cross_entropy(probs, labels):
   return -np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-12))
 
 
+PROTOCOLS = ("spec", "laf")  # the attack's protocols (spec §6), config.asr.protocols
+LAF_CAP = 5024  # LAF's code: at most this many members and non-members to fit on
+
+
+def asr_name(protocol, first):
+  """The metric a protocol's ASR is reported as: 'ASR' for the first one, else 'ASR_<name>'."""
+  return "ASR" if first else f"ASR_{protocol}"
+
+
 @dataclasses.dataclass(frozen=True)
 class AttackSets:
-  """Index sets of the membership-inference protocol (fixed per seed)."""
-  members: np.ndarray  # training indices: a random |D_f|-sized sample of D_r
-  nonmembers: np.ndarray  # test indices: the first half of the test set
-  heldout: np.ndarray  # test indices: from the second half, as many as scored D_f samples
-  forget: np.ndarray  # training indices of D_f that are scored
+  """Index sets of a membership-inference protocol (fixed per seed).
+
+  The attacker is fitted on members (label 1) against non-members (label 0)
+  and scored on `forget` (label 1) with `heldout` (label 0).
+  """
+  members: np.ndarray  # training indices the attacker is fitted on as members
+  nonmembers: np.ndarray  # test indices it is fitted on as non-members
+  heldout: np.ndarray  # test indices it is scored on
+  forget: np.ndarray  # training indices of D_f it is scored on
+  protocol: str = "spec"  # which attacker (_ATTACKERS)
 
   @classmethod
   def make(cls, forget, remain, num_test, seed):
+    """The spec's protocol: members a |D_f|-sized sample of D_r, non-members the test
+    set's first half; scored on D_f (at most the second half's size) and as many test
+    images of the second half: two equal sides."""
     rng = np.random.default_rng([seed, 7])
     members = rng.choice(remain, size=min(len(forget), len(remain)), replace=False)
     half = num_test // 2
@@ -95,6 +113,30 @@ class AttackSets:
     scored = np.sort(rng.choice(forget, size=count, replace=False))
     heldout = np.sort(rng.choice(np.arange(half, num_test), size=count, replace=False))
     return cls(np.sort(members), np.arange(half), heldout, scored)
+
+  @classmethod
+  def laf(cls, forget, remain, raw_test_order, seed):
+    """LAF's code's protocol: members a |D_f|-sized sample of D_r, the first LAF_CAP
+    drawn; non-members the first LAF_CAP test images in the raw files' order
+    (`raw_test_order`, data.raw_test_order); fitted on 99% of the two together (a 1%
+    split it never uses, as sklearn's train_test_split(test_size=0.01) cuts it);
+    scored on all of D_f and the other test images, sides of their own sizes."""
+    rng = np.random.default_rng([seed, 8])
+    members = rng.choice(remain, size=min(len(forget), len(remain)), replace=False)[:LAF_CAP]
+    nonmembers = np.asarray(raw_test_order[:LAF_CAP])
+    total = len(members) + len(nonmembers)
+    fit = rng.permutation(total)[:total - math.ceil(0.01 * total)]
+    member = fit < len(members)
+    return cls(np.sort(members[fit[member]]), np.sort(nonmembers[fit[~member] - len(members)]),
+               np.sort(raw_test_order[LAF_CAP:]), np.sort(forget), protocol="laf")
+
+
+# The attackers' settings: the spec's, scikit-learn's defaults; LAF's, XGBoost's defaults (its
+# code's attacker) as far as scikit-learn's histogram boosting has them: learning rate 0.3,
+# depth 6, L2 1 (XGBoost bounds a leaf by hessian weight 1, scikit-learn by 20 samples).
+_ATTACKERS = {"spec": {},
+              "laf": {"learning_rate": 0.3, "max_depth": 6, "max_leaf_nodes": None,
+                      "l2_regularization": 1.0}}
 
 
 EMBEDDING_SETS = ("forget", "remain", "test")
@@ -117,10 +159,11 @@ def membership_attack(train_probs, test_probs, sets: AttackSets, *, seed, trees=
 
   A gradient-boosted-trees attacker on sorted softmax vectors is fitted on
   members (label 1) vs non-members (label 0) and scored on D_f (label 1)
-  together with as many held-out test samples (label 0). The two sets are the
-  same size, so ASR is the mean of `forget_as_member` (D_f called a member)
-  and `heldout_as_nonmember` (held-out test samples called non-members); the
-  two tell which side moves a model's ASR away from Retrain's.
+  together with held-out test samples (label 0). ASR is the pooled accuracy:
+  with the spec's sets, two sides of one size, the mean of `forget_as_member`
+  (D_f called a member) and `heldout_as_nonmember` (held-out test samples
+  called non-members); the two tell which side moves a model's ASR away from
+  Retrain's.
   """
   features = lambda p: -np.sort(-p, axis=-1)  # noqa: E731 (descending)
   x_fit = np.concatenate([features(train_probs[sets.members]), features(test_probs[sets.nonmembers])])
@@ -128,26 +171,39 @@ def membership_attack(train_probs, test_probs, sets: AttackSets, *, seed, trees=
   # One OpenMP thread: the same trees (checked), and on a busy CPU the threads' waits for
   # each other made a fit 10x slower (1,000 features: 2.2 s of CPU instead of 0.2 s).
   with threadpoolctl.threadpool_limits(1):
-    attacker = ensemble.HistGradientBoostingClassifier(max_iter=trees, early_stopping=False,
-                                                       random_state=seed).fit(x_fit, y_fit)
-    forget_member = attacker.predict(features(train_probs[sets.forget])) == 1
-    heldout_member = attacker.predict(features(test_probs[sets.heldout])) == 1
-  correct = np.concatenate([forget_member, ~heldout_member])
-  return {"ASR": 100.0 * float(np.mean(correct)),
-          "forget_as_member": 100.0 * float(np.mean(forget_member)),
-          "heldout_as_nonmember": 100.0 * float(np.mean(~heldout_member))}
+    attacker = ensemble.HistGradientBoostingClassifier(
+        max_iter=trees, early_stopping=False, random_state=seed,
+        **_ATTACKERS[sets.protocol]).fit(x_fit, y_fit)
+    # LAF's sets score no test image when the test set has at most LAF_CAP (digits).
+    called_member = lambda p: (attacker.predict(features(p)) == 1 if len(p)  # noqa: E731
+                               else np.zeros(0, bool))
+    forget_member = called_member(train_probs[sets.forget])
+    heldout_member = called_member(test_probs[sets.heldout])
+  percent = lambda hits: 100.0 * float(np.mean(hits)) if len(hits) else float("nan")  # noqa: E731
+  return {"ASR": percent(np.concatenate([forget_member, ~heldout_member])),
+          "forget_as_member": percent(forget_member),
+          "heldout_as_nonmember": percent(~heldout_member)}
 
 
 def evaluate(train_probs, test_probs, *, setup, split, test_labels, forget_class, attack_sets, seed,
              trees=100, attack_probs=None):
-  """(metrics of `setup`, the attack's breakdown) for one model, from its softmax outputs.
+  """(metrics, the attack's breakdown) for one model, from its softmax outputs.
 
+  `attack_sets`: one AttackSets, or several (one per protocol): the first
+  one's ASR is the setup's 'ASR', the others' are added as 'ASR_<protocol>'
+  and their breakdowns under the breakdown's key <protocol>.
   `attack_probs` ((train, test) outputs), if given, is what the attack reads
   instead (e.g. an ensemble's mean softmax where accuracy reads its vote).
   """
   attack_train, attack_test = attack_probs if attack_probs is not None else (train_probs,
                                                                                test_probs)
-  attack = membership_attack(attack_train, attack_test, attack_sets, seed=seed, trees=trees)
+  first, *others = attack_sets if isinstance(attack_sets, (list, tuple)) else [attack_sets]
+  attack = membership_attack(attack_train, attack_test, first, seed=seed, trees=trees)
+  extra = {}
+  for sets in others:
+    attack[sets.protocol] = membership_attack(attack_train, attack_test, sets, seed=seed,
+                                              trees=trees)
+    extra[asr_name(sets.protocol, first=False)] = attack[sets.protocol]["ASR"]
   results = {"ASR": attack["ASR"]}
   if setup == "class":
     forgotten = np.isin(test_labels, forget_class)  # one class, or several (sequential)
@@ -158,4 +214,4 @@ def evaluate(train_probs, test_probs, *, setup, split, test_labels, forget_class
     results["Train_r"] = accuracy(train_probs[split.remain], labels[split.remain])
     results["Train_f"] = accuracy(train_probs[split.forget], labels[split.forget])
     results["Test"] = accuracy(test_probs, test_labels)
-  return {name: results[name] for name in metric_names(setup)}, attack
+  return {**{name: results[name] for name in metric_names(setup)}, **extra}, attack
