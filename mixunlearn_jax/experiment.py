@@ -120,23 +120,11 @@ def run(config, workdir, *, overwrite=False):
   refused run leaves nothing that blocks its corrected rerun.
   """
   parallel.maybe_initialize_distributed()
-  validate(config)
-  mesh = parallel.make_mesh()
-  check_batch_sizes(config, mesh)
-  dataset = data.load(config.data.name, data_dir=config.data.data_dir,
-                      manual_dir=config.data.manual_dir, image_size=config.data.image_size or None,
-                      download=config.data.download)
-  for seed in config.seeds:
-    new_split(config, dataset, seed)  # raises for a forget class the data lacks, etc.
-  raw_test_order = (data.raw_test_order(dataset, config.data.manual_dir)
-                    if "laf" in config.asr.protocols else None)
+  job = make_job(config, workdir)
   prepare_workdir(config, workdir, overwrite)
-  logging.info("%s: %d training / %d test images of shape %s on %d devices.", dataset.name,
-               len(dataset.train_labels), len(dataset.test_labels), dataset.image_shape,
-               jax.device_count())
-  job = Job(config, workdir, dataset, mesh, create_model(config, dataset),
-            data.Preprocess(dataset.mean, dataset.std, config.data.crop_padding,
-                            config.data.random_flip), raw_test_order)
+  logging.info("%s: %d training / %d test images of shape %s on %d devices.", job.dataset.name,
+               len(job.dataset.train_labels), len(job.dataset.test_labels),
+               job.dataset.image_shape, jax.device_count())
   if config.requests > 1:
     # Imported here: sequential.py builds on this module.
     from mixunlearn_jax import sequential  # pylint: disable=g-import-not-at-top
@@ -150,6 +138,31 @@ def run(config, workdir, *, overwrite=False):
   if jax.process_index() == 0:
     return report.rebuild(workdir, metrics.metric_names(config.setup))
   return None
+
+
+def make_job(config, workdir):
+  """The Job of `config`: validated, its data loaded and each seed's split checked; writes
+  nothing."""
+  validate(config)
+  mesh = parallel.make_mesh()
+  check_batch_sizes(config, mesh)
+  dataset = data.load(config.data.name, data_dir=config.data.data_dir,
+                      manual_dir=config.data.manual_dir, image_size=config.data.image_size or None,
+                      download=config.data.download)
+  for seed in config.seeds:
+    new_split(config, dataset, seed)  # raises for a forget class the data lacks, etc.
+  raw_test_order = (data.raw_test_order(dataset, config.data.manual_dir)
+                    if "laf" in config.asr.protocols else None)
+  return Job(config, workdir, dataset, mesh, create_model(config, dataset),
+             data.Preprocess(dataset.mean, dataset.std, config.data.crop_padding,
+                             config.data.random_flip), raw_test_order)
+
+
+def trainers(run_, initial):
+  """{model: train() -> Trained} of a seed (or a request): f_D, Retrain, each method."""
+  return {INITIAL: initial, RETRAIN: functools.partial(retrain, run_),
+          **{name: functools.partial(unlearn, run_, name, initial)
+             for name in run_.job.config.methods}}
 
 
 def validate(config):
@@ -342,15 +355,15 @@ def run_seed(job, seed, progress=None):
 
   `progress` (a Progress over the job's unfinished models) logs each model's position.
   """
-  run_ = SeedRun(job, seed, os.path.join(job.workdir, f"seed_{seed}"), make_split(job, seed))
-  initial = functools.cache(functools.partial(pretrain, run_))
-  trainers = {INITIAL: initial, RETRAIN: functools.partial(retrain, run_),
-              **{name: functools.partial(unlearn, run_, name, initial)
-                 for name in job.config.methods}}
-  for name, train in trainers.items():
+  run_ = seed_run(job, seed)
+  for name, train in trainers(run_, functools.cache(functools.partial(pretrain, run_))).items():
     if progress:
       progress.log(seed, name)
     evaluate(run_, name, train)
+
+
+def seed_run(job, seed):
+  return SeedRun(job, seed, os.path.join(job.workdir, f"seed_{seed}"), make_split(job, seed))
 
 
 def new_split(config, dataset, seed):

@@ -75,6 +75,14 @@ def cumulative_splits(split, requests):
 
 def run_seed(job, seed):
   """Every request of `seed` in turn; each method's lineage from f_D through the requests."""
+  for run_, run_trainers in request_trainers(job, seed):
+    for name, train in run_trainers.items():
+      experiment.evaluate(run_, name, train)
+
+
+def request_trainers(job, seed):
+  """Yields (run, {model: train()}) per request: each method's unlearning for request r
+  starts from its own result for request r-1 (request 1: from f_D)."""
   base, runs = request_runs(job, seed)
   initial = functools.cache(functools.partial(experiment.pretrain, base))
   previous = {name: initial for name in job.config.methods}
@@ -84,10 +92,8 @@ def run_seed(job, seed):
     current = {name: functools.cache(functools.partial(
         experiment.unlearn, run_, name, _classifier_of(previous[name], name)))
                for name in job.config.methods}
-    trainers = {experiment.INITIAL: initial,
-                experiment.RETRAIN: functools.partial(experiment.retrain, run_), **current}
-    for name, train in trainers.items():
-      experiment.evaluate(run_, name, train)
+    yield run_, {experiment.INITIAL: initial,
+                 experiment.RETRAIN: functools.partial(experiment.retrain, run_), **current}
     previous = current
 
 

@@ -12,6 +12,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from mixunlearn_jax import confidence
 from mixunlearn_jax import data
 from mixunlearn_jax import experiment
 from mixunlearn_jax import models
@@ -199,3 +200,20 @@ def test_plots_are_written_and_not_empty(memorisation_run, tmp_path):
     assert pixels.shape[0] > 100 and pixels.shape[1] > 100
     assert np.std(pixels[..., :3]) > 0.01  # not a blank canvas
   shutil.copy(images[0], tmp_path)
+
+
+def test_confidence_study_at_scale_one_is_the_job_s_attack_and_scaling_keeps_predictions(
+    memorisation_run):
+  workdir, results = memorisation_run
+  studied = confidence.study(workdir, [1.0, 3.0], ["spec", "laf"])[0]
+  assert set(studied) == {"initial", "retrain"}
+  for name, by_scale in studied.items():
+    assert by_scale[1.0]["spec"]["ASR"] == results["models"][name]["ASR"]["mean"]
+    assert by_scale[1.0]["laf"]["ASR"] == results["models"][name]["ASR_laf"]["mean"]
+  model = models.create("cnn")
+  variables = supervised.init_variables(model, jax.random.key(0), (8, 8, 1))
+  images = np.random.default_rng(0).normal(size=(50, 8, 8, 1)).astype(np.float32)
+  plain, sharp = (np.asarray(metrics.classifier_probs(model, k)(variables, images))
+                  for k in (1.0, 3.0))
+  assert (sharp.argmax(-1) == plain.argmax(-1)).all()  # the same predictions: accuracies stay
+  assert (sharp.max(-1) > plain.max(-1)).all()  # each one surer

@@ -24,12 +24,16 @@ def metric_names(setup):
   return CLASS_METRICS if setup == "class" else DATA_METRICS
 
 
-def classifier_probs(model):
-  """`predict(variables, images) -> softmax probabilities` (float32) of one classifier."""
+def classifier_probs(model, logit_scale=1.0):
+  """`predict(variables, images) -> softmax probabilities` (float32) of one classifier.
+
+  `logit_scale` k multiplies the logits first: the same predictions, k times as sure
+  (confidence.py; k = 1 is exact).
+  """
 
   def predict(variables, images):
     logits, _ = model.apply(variables, images, train=False)
-    return jax.nn.softmax(logits.astype(np.float32))
+    return jax.nn.softmax(logits.astype(np.float32) * logit_scale)
 
   return predict
 
