@@ -63,33 +63,37 @@ _DEFAULT_IMAGE_SHAPE = {"cnn": (28, 28, 1), "resnet18": (32, 32, 3)}
 # Training augmentation of each dataset's configs: (crop padding, random flip).
 _AUGMENT = {"cifar10": (4, True), "svhn_cropped": (4, False)}
 
-flags.DEFINE_enum("model", "cnn", sorted(_DEFAULT_IMAGE_SHAPE), "Classifier to time.")
-flags.DEFINE_integer("batch_size", 32, "The job's batch size (MixUnlearn's pairs per step, "
-                     "the supervised step's images); baselines use their config sections'.")
-flags.DEFINE_list("methods", ["mixunlearn_agnostic"], "Registered methods to time.")
-flags.DEFINE_multi_string("set", [], "section.field=value: a config override, e.g. "
-                          "mixunlearn.gen_interval=1 or neggrad.remain_batch_size=64.")
-flags.DEFINE_integer("num_forget", 5923, "|D_f| for the methods' phase lengths.")
-flags.DEFINE_integer("num_remain", 54077, "|D_r| for the methods' phase lengths.")
-flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of the model.")
-flags.DEFINE_string("out", None, "Where to write the JSON results.")
-flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
-flags.DEFINE_integer("warmup", 3, "Untimed steps before each measurement, after compilation.")
-flags.DEFINE_integer("image_size", 0, "Image side; 0: 28 for cnn, 32 for resnet18.")
-flags.DEFINE_integer("num_classes", 10, "Classes of the classifier.")
-flags.DEFINE_bool("cpu_onednn", True, "On one CPU device, convolutions on oneDNN if installed.")
-flags.DEFINE_integer("seed", 0, "Seed of the random data and the initial model.")
-flags.DEFINE_bool("model_steps", True, "Time the methods' and the supervised steps.")
-flags.DEFINE_bool("input_pipeline", False, "Also time MixUnlearn's paired stream on --dataset.")
-flags.DEFINE_enum("dataset", "digits", ["digits", "mnist", "cifar10"], "Pipeline's dataset.")
-flags.DEFINE_string("data_dir", None, "tfds data dir.")
-flags.DEFINE_string("manual_dir", None, "Raw dataset files for offline preparation.")
-flags.DEFINE_bool("mock_data", False,
-                  "Use tfds.testing.mock_data (2,000 random examples) instead of the real "
-                  "dataset, for timing the pipeline without network or prepared files.")
-flags.DEFINE_integer("pipeline_batches", 300, "Timed pipeline batches.")
-flags.DEFINE_integer("pipeline_warmup", 10, "Untimed pipeline batches before timing.")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defined when the module runs as a program, so that the CLI modules import side by side."""
+  flags.DEFINE_enum("model", "cnn", sorted(_DEFAULT_IMAGE_SHAPE), "Classifier to time.")
+  flags.DEFINE_integer("batch_size", 32, "The job's batch size (MixUnlearn's pairs per step, "
+                       "the supervised step's images); baselines use their config sections'.")
+  flags.DEFINE_list("methods", ["mixunlearn_agnostic"], "Registered methods to time.")
+  flags.DEFINE_multi_string("set", [], "section.field=value: a config override, e.g. "
+                            "mixunlearn.gen_interval=1 or neggrad.remain_batch_size=64.")
+  flags.DEFINE_integer("num_forget", 5923, "|D_f| for the methods' phase lengths.")
+  flags.DEFINE_integer("num_remain", 54077, "|D_r| for the methods' phase lengths.")
+  flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype of the model.")
+  flags.DEFINE_string("out", None, "Where to write the JSON results.")
+  flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
+  flags.DEFINE_integer("warmup", 3, "Untimed steps before each measurement, after compilation.")
+  flags.DEFINE_integer("image_size", 0, "Image side; 0: 28 for cnn, 32 for resnet18.")
+  flags.DEFINE_integer("num_classes", 10, "Classes of the classifier.")
+  flags.DEFINE_bool("cpu_onednn", True, "On one CPU device, convolutions on oneDNN if installed.")
+  flags.DEFINE_integer("seed", 0, "Seed of the random data and the initial model.")
+  flags.DEFINE_bool("model_steps", True, "Time the methods' and the supervised steps.")
+  flags.DEFINE_bool("input_pipeline", False, "Also time MixUnlearn's paired stream on --dataset.")
+  flags.DEFINE_enum("dataset", "digits", ["digits", "mnist", "cifar10"], "Pipeline's dataset.")
+  flags.DEFINE_string("data_dir", None, "tfds data dir.")
+  flags.DEFINE_string("manual_dir", None, "Raw dataset files for offline preparation.")
+  flags.DEFINE_bool("mock_data", False,
+                    "Use tfds.testing.mock_data (2,000 random examples) instead of the real "
+                    "dataset, for timing the pipeline without network or prepared files.")
+  flags.DEFINE_integer("pipeline_batches", 300, "Timed pipeline batches.")
+  flags.DEFINE_integer("pipeline_warmup", 10, "Untimed pipeline batches before timing.")
 
 
 def random_batch(stream, seed, image_shape, num_classes, mesh, num_train=60000):
@@ -362,5 +366,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   runtime.configure()
   app.run(main)

@@ -25,14 +25,18 @@ from mixunlearn_jax import experiment
 from mixunlearn_jax import runtime
 from mixunlearn_jax.evaluation import metrics
 
-flags.DEFINE_string("workdir", None, "A workdir whose stages are finished.")
-flags.DEFINE_list("scales", ["1", "2", "3", "4"], "Factors k the logits are multiplied by.")
-flags.DEFINE_list("protocols", ["spec", "laf"], "Attack protocols (metrics.PROTOCOLS).")
-flags.DEFINE_list("seeds", None, "Seeds to study (default: the workdir config's).")
-flags.DEFINE_integer("request", 1, "With sequential requests: the request to study after.")
-flags.DEFINE_string("out", None, "Folder for confidence.{md,json} (default: the workdir).")
-flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defined when the module runs as a program, so that the CLI modules import side by side."""
+  flags.DEFINE_string("workdir", None, "A workdir whose stages are finished.")
+  flags.DEFINE_list("scales", ["1", "2", "3", "4"], "Factors k the logits are multiplied by.")
+  flags.DEFINE_list("protocols", ["spec", "laf"], "Attack protocols (metrics.PROTOCOLS).")
+  flags.DEFINE_list("seeds", None, "Seeds to study (default: the workdir config's).")
+  flags.DEFINE_integer("request", 1, "With sequential requests: the request to study after.")
+  flags.DEFINE_string("out", None, "Folder for confidence.{md,json} (default: the workdir).")
+  flags.mark_flag_as_required("workdir")
 
 
 def seed_trainers(job, seed, request):
@@ -115,5 +119,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   runtime.configure()
   app.run(main)

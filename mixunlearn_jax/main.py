@@ -17,14 +17,18 @@ from mixunlearn_jax import experiment
 from mixunlearn_jax import runtime
 from mixunlearn_jax.engine import loop
 
-config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
-flags.DEFINE_string("workdir", None, "Where checkpoints and results go.")
-flags.DEFINE_bool("overwrite", False,
-                  "Delete and redo the stages of --workdir whose config fields changed.")
-flags.DEFINE_bool("list", False, "Print the registered methods, models, datasets and setups.")
-flags.DEFINE_bool("print_config", False,
-                  "Print the resolved config as a config file --config can read, and exit.")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defined when the module runs as a program, so that the CLI modules import side by side."""
+  config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Where checkpoints and results go.")
+  flags.DEFINE_bool("overwrite", False,
+                    "Delete and redo the stages of --workdir whose config fields changed.")
+  flags.DEFINE_bool("list", False, "Print the registered methods, models, datasets and setups.")
+  flags.DEFINE_bool("print_config", False,
+                    "Print the resolved config as a config file --config can read, and exit.")
 
 
 def summary(results, workdir, seconds):
@@ -59,5 +63,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   runtime.configure()
   app.run(main)

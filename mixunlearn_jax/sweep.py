@@ -21,11 +21,15 @@ from mixunlearn_jax import experiment
 from mixunlearn_jax import runtime
 from mixunlearn_jax.engine import loop
 
-config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Folder for one workdir per run and the sweep table.")
-flags.DEFINE_multi_string("grid", [], "field=v1,v2,...: a config field and its values.")
-flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defined when the module runs as a program, so that the CLI modules import side by side."""
+  config_flags.DEFINE_config_file("config", None, "Base config file.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Folder for one workdir per run and the sweep table.")
+  flags.DEFINE_multi_string("grid", [], "field=v1,v2,...: a config field and its values.")
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def run_sweep(config, workdir, grids):
@@ -79,5 +83,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   runtime.configure()
   app.run(main)

@@ -92,6 +92,17 @@ def test_list_names_every_method_and_print_config_reads_back(tmp_path):
   assert module.get_config().to_dict() == config.to_dict()
 
 
+def test_the_command_line_programs_import_side_by_side_and_each_parses_its_flags():
+  # Two programs defining the same flag at import broke collection of the suite once.
+  programs = ("main", "sweep", "benchmark", "confidence")
+  code = "".join(f"import mixunlearn_jax.{p}\n" for p in programs)
+  subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+  for program in programs:
+    helped = subprocess.run([sys.executable, "-m", f"mixunlearn_jax.{program}", "--helpfull"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert "--workdir" in helped.stdout or "--out" in helped.stdout, (program, helped.stderr)
+
+
 def test_report_of_an_unfinished_workdir_names_what_is_missing(tmp_path):
   (tmp_path / "seed_0" / "eval").mkdir(parents=True)
   (tmp_path / "config.json").write_text(json.dumps({"methods": ["scrub"], "seeds": [0]}))
