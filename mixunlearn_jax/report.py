@@ -12,9 +12,13 @@ from absl import flags
 from mixunlearn_jax.evaluation import metrics
 from mixunlearn_jax.evaluation import report
 
-flags.DEFINE_string("workdir", None, "A workdir whose evaluations are finished.")
-flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defined when the module runs as a program, so that the CLI modules import side by side."""
+  flags.DEFINE_string("workdir", None, "A workdir whose evaluations are finished.")
+  flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
@@ -33,4 +37,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

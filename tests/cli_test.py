@@ -94,7 +94,7 @@ def test_list_names_every_method_and_print_config_reads_back(tmp_path):
 
 def test_the_command_line_programs_import_side_by_side_and_each_parses_its_flags():
   # Two programs defining the same flag at import broke collection of the suite once.
-  programs = ("main", "sweep", "benchmark", "confidence")
+  programs = ("main", "sweep", "benchmark", "confidence", "report", "tables")
   code = "".join(f"import mixunlearn_jax.{p}\n" for p in programs)
   subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
   for program in programs:

@@ -1,0 +1,231 @@
+"""The paper's Tables 1 and 2 (mean ± std %), and our results in their layout beside them.
+
+Transcribed from the paper's text (Peng, Tang, Yang, ICLR 2025). Table 1 is
+whole. In Table 2 the text extraction merged the MNIST, Fashion-MNIST and
+L-Mix rows: a cell whose row we cannot tell for sure is None, not a guess
+(MNIST's LAF and RandLabel Train_r, every label-agnostic MixUnlearn and L-Mix
+cell on MNIST and Fashion-MNIST, CIFAR-10's Unrolling and RandLabel Train_r).
+"""
+
+# The paper's row order: label-aware methods, then label-agnostic ones.
+ROWS = ("retrain", "neggrad", "boundary_shrink", "sisa", "unrolling", "teacher_student", "scrub",
+        "dsmixup", "gli", "laf_r", "mixunlearn_aware", "laf", "randlabel", "lmix",
+        "mixunlearn_agnostic")
+
+_COLUMNS = {"class": ("Test_r", "Test_f", "ASR"), "data": ("Train_r", "Train_f", "Test", "ASR")}
+
+# One string per dataset and setup: a line per row of ROWS, its cells in _COLUMNS' order.
+_TABLES = {
+    ("cifar10", "class"): """
+        86.80±0.89 0±0 67.98±2.21
+        58.48±3.41 0±0 51.53±1.21
+        82.98±1.98 1.52±0.33 62.33±2.98
+        73.01±0.56 0±0 51.53±0.12
+        83.89±2.02 0±0 67.32±1.92
+        86.31±1.12 5.20±1.32 46.98±3.26
+        34.12±1.23 0±0 49.89±1.23
+        64.31±2.01 0±0 50.83±1.93
+        84.82±0.65 47.28±5.70 73.03±0.80
+        87.20±0.69 0.20±0.04 56.89±1.23
+        87.10±0.78 0±0 68.30±2.77
+        82.01±0.89 3.10±0.98 51.34±1.27
+        81.60±0.57 19.90±0.16 64.76±1.56
+        82.34±0.99 0.66±1.57 53.61±1.88
+        86.32±0.56 0±0 68.48±0.67""",
+    ("svhn_cropped", "class"): """
+        94.20±0.78 0±0 59.63±1.77
+        77.12±1.56 5.98±1.33 53.22±2.10
+        91.28±1.02 13.12±3.91 61.34±3.05
+        92.04±0.81 0±0 62.45±1.34
+        92.01±1.19 88.12±3.12 58.30±3.02
+        92.89±0.82 7.86±2.06 48.97±0.88
+        20.33±0.65 0±0 64.21±1.12
+        82.31±1.90 0±0 50.62±1.77
+        93.44±0.50 63.22±7.77 86.10±0.32
+        91.35±0.73 0±0 61.89±1.37
+        93.95±0.69 0±0 59.97±2.68
+        84.89±1.34 0.78±0.22 56.45±0.65
+        91.05±1.90 91.11±1.55 62.59±0.83
+        88.74±0.88 0.30±0.47 52.00±1.11
+        93.40±1.35 0±0 62.18±0.72""",
+    ("mnist", "class"): """
+        98.79±0.20 0±0 26.56±1.75
+        98.89±0.22 81.89±5.23 38.12±2.11
+        98.43±0.37 96.24±1.32 38.89±2.41
+        99.11±0.05 0±0 50.24±0.35
+        97.32±0.76 83.41±5.41 37.45±4.12
+        61.53±10.45 0.21±0.05 36.83±3.12
+        99.12±0.04 89.31±2.13 32.41±3.21
+        99.09±0.18 0±0 25.01±0.59
+        98.99±0.10 99.51±0.32 61.37±0.22
+        99.12±0.05 0.23±0.05 25.01±1.24
+        98.85±0.04 0±0 27.13±0.77
+        97.97±0.26 0.27±0.06 49.31±3.23
+        95.68±1.21 50.91±10.88 27.89±2.12
+        98.05±0.14 0±0 24.01±0.19
+        98.88±0.07 0±0 27.37±1.60""",
+    ("fashion_mnist", "class"): """
+        92.71±0.47 0±0 38.04±2.11
+        88.91±0.92 1.23±0.34 37.98±2.45
+        86.41±1.78 1.32±0.38 38.45±2.13
+        92.33±0.12 0±0 49.80±0.13
+        87.41±1.23 0.40±0.12 41.41±2.13
+        91.51±0.64 21.43±5.55 26.13±0.78
+        91.32±0.64 0.51±0.13 35.14±0.89
+        91.56±0.47 0±0 35.33±1.01
+        90.87±0.61 86.42±3.74 60.93±0.04
+        91.85±0.34 0.33±0.07 34.89±2.89
+        92.82±0.66 0±0 38.15±2.54
+        89.88±0.80 3.12±0.82 31.89±1.32
+        87.96±1.14 39.10±3.36 33.29±0.85
+        90.15±1.33 5.01±2.94 32.95±1.59
+        91.80±1.33 0±0 38.07±0.65""",
+    ("cifar10", "data"): """
+        84.15±0.37 77.85±1.56 86.99±0.78 57.42±1.33
+        78.56±0.83 68.78±3.12 82.56±1.23 56.03±0.67
+        55.34±1.58 16.99±3.13 52.89±3.67 60.14±1.34
+        66.81±0.22 53.45±0.68 54.49±0.10 37.88±0.09
+        - - - -
+        71.54±1.42 71.98±3.12 77.01±3.21 55.62±1.34
+        29.05±1.45 0.32±0.10 23.89±1.23 56.01±2.02
+        58.19±1.55 53.97±1.39 63.44±1.22 51.12±1.49
+        79.19±1.28 83.26±1.13 84.34±1.08 73.37±0.83
+        79.20±1.20 79.20±0.91 84.88±1.21 57.84±0.88
+        82.01±0.68 76.97±0.52 85.99±1.15 57.45±0.71
+        78.12±1.03 73.42±3.56 82.33±2.03 57.70±0.77
+        - 72.55±2.88 83.38±2.79 56.33±0.91
+        - - - -
+        79.18±0.98 78.48±1.25 84.82±1.39 57.29±1.02""",
+    ("svhn_cropped", "data"): """
+        83.70±0.35 75.38±1.03 93.44±0.88 58.58±1.59
+        81.22±0.58 68.89±1.49 91.89±1.56 57.86±1.23
+        65.12±1.56 30.01±2.01 72.02±1.12 87.58±3.91
+        83.01±0.25 67.91±0.57 82.98±0.96 51.03±0.58
+        70.12±2.13 47.23±2.09 83.88±0.78 55.45±1.23
+        78.52±0.55 73.01±0.89 91.01±0.78 56.12±1.76
+        23.45±0.10 0.23±0.05 20.89±0.23 64.32±2.33
+        73.33±0.98 65.03±0.87 81.48±0.54 52.26±1.10
+        82.10±0.83 76.08±1.51 93.10±0.36 78.48±0.36
+        83.40±0.56 76.12±0.68 93.68±0.77 57.91±0.44
+        83.37±0.39 75.89±0.68 93.31±0.55 58.11±0.38
+        81.60±0.67 76.34±1.32 92.24±0.67 57.80±0.98
+        77.90±1.24 72.55±1.55 83.38±0.89 56.33±1.33
+        - - - -
+        81.77±0.28 75.31±1.25 92.46±0.47 57.88±0.74""",
+    ("mnist", "data"): """
+        99.50±0.08 98.83±0.06 99.13±0.12 49.63±0.64
+        99.02±0.15 98.90±0.17 98.68±0.35 50.67±0.49
+        97.55±1.05 94.99±1.69 96.05±1.56 46.99±2.23
+        99.11±0.14 98.44±0.11 99.01±0.08 34.89±0.09
+        99.64±0.12 99.42±0.28 99.05±0.24 47.89±0.54
+        94.35±0.98 93.33±2.51 93.67±1.23 48.01±0.88
+        99.17±0.23 99.04±0.22 98.76±0.12 46.88±0.50
+        99.50±0.14 98.51±0.09 98.97±0.03 47.28±0.05
+        99.73±0.07 99.70±0.06 99.03±0.11 39.27±1.35
+        99.43±0.16 99.20±0.27 98.78±0.12 49.20±0.57
+        99.60±0.06 98.70±0.28 98.60±0.36 49.53±0.73
+        - 97.21±1.28 97.44±0.81 47.79±0.92
+        - 97.35±0.85 97.88±0.51 47.81±0.65
+        - - - -
+        - - - -""",
+    ("fashion_mnist", "data"): """
+        96.34±0.49 92.34±0.56 90.45±0.36 47.35±0.86
+        93.78±0.45 89.56±0.35 89.44±0.34 46.34±0.78
+        57.23±3.24 46.89±3.04 52.09±3.88 48.23±1.82
+        91.77±0.30 90.89±0.10 90.01±0.30 31.41±0.19
+        89.99±0.43 84.01±0.94 81.43±0.45 47.78±0.61
+        83.01±1.34 86.89±2.45 82.67±1.34 44.37±2.40
+        91.12±0.12 88.23±0.45 88.88±0.25 45.35±0.67
+        90.85±0.22 88.15±0.32 88.77±0.31 49.92±0.29
+        96.04±0.28 96.30±0.91 90.46±0.22 50.19±0.63
+        94.23±0.35 94.86±1.44 90.55±0.35 47.42±0.32
+        95.60±0.86 93.01±1.01 90.50±0.25 47.36±0.22
+        91.45±1.46 91.01±2.30 87.33±2.69 46.86±0.76
+        92.27±1.89 93.80±2.53 88.75±1.79 45.12±1.55
+        - - - -
+        - - - -""",
+}
+
+
+def _cell(text):
+  """'98.79±0.20' -> (98.79, 0.20); '-' (not legible in the paper's text) -> None."""
+  if text == "-":
+    return None
+  mean, std = text.split("±")
+  return float(mean), float(std)
+
+
+def table(dataset, setup):
+  """{method: {metric: (mean, std) or None}} of the paper for (dataset, setup); {} if it has none."""
+  text = _TABLES.get((dataset, setup))
+  if text is None:
+    return {}
+  lines = text.strip().splitlines()
+  assert len(lines) == len(ROWS), (dataset, setup)
+  columns = _COLUMNS[setup]
+  return {row: dict(zip(columns, map(_cell, line.split()), strict=True))
+          for row, line in zip(ROWS, lines)}
+
+
+def merge(results_list):
+  """One results dict from workdirs that share f_D and Retrain (`pretrain.reuse_workdir`).
+
+  A method found in two workdirs, or workdirs whose dataset, setup, seeds or
+  Retrain differ, are refused: their rows would not be comparable.
+  """
+  first = results_list[0]
+  merged = {**first, "models": dict(first["models"])}
+  for results in results_list[1:]:
+    for key in ("dataset", "setup", "seeds"):
+      if results[key] != first[key]:
+        raise ValueError(f"Workdirs differ in {key}: {first[key]} and {results[key]}.")
+    for shared in ("initial", "retrain"):  # per-seed metrics equal: the same trained models
+      ours, theirs = first["models"][shared], results["models"][shared]
+      if any(ours[m]["per_seed"] != theirs[m]["per_seed"] for m in _distance_metrics(first)):
+        raise ValueError(f"Workdirs have different {shared} models: run the others with "
+                         "--config.pretrain.reuse_workdir=<the first>.")
+    for name, entry in results["models"].items():
+      if name in ("initial", "retrain"):
+        continue
+      if name in merged["models"]:
+        raise ValueError(f"{name} is in two workdirs: keep one.")
+      merged["models"][name] = entry
+  return merged
+
+
+def _distance_metrics(results):
+  # results.json files written before a second attack protocol existed have no such key.
+  return results.get("distance_metrics", results["metrics"])
+
+
+def _ours(entry, metric, paper_cell):
+  cell = f"{entry[metric]['mean']:.2f} ± {entry[metric]['std']:.2f}"
+  return cell + (f" ({paper_cell[0]:.2f})" if paper_cell else "")
+
+
+def markdown(results, label_agnostic):
+  """The paper's layout: Retrain, label-aware methods, label-agnostic ones (`label_agnostic`:
+  their names), each cell ours (the paper's), then distance, wall time and its ratio to Retrain's."""
+  metrics, paper = results["metrics"], table(results["dataset"], results["setup"])
+  models = results["models"]
+  order = {name: i for i, name in enumerate(ROWS)}
+  methods = sorted((n for n in models if n not in ("initial", "retrain")),
+                   key=lambda n: (n in label_agnostic, order.get(n, len(ROWS)), n))
+  retrain_seconds = models["retrain"]["seconds"]["mean"]
+  header = ["", "method", *metrics, "distance to Retrain", "time (s)", "time / Retrain"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for name in ["initial", "retrain", *methods]:
+    group = ("" if name in ("initial", "retrain") else
+             "agnostic" if name in label_agnostic else "aware")
+    entry, reference = models[name], models["retrain"]
+    cells = [_ours(entry, m, paper.get(name, {}).get(m)) for m in metrics]
+    distance = sum(abs(entry[m]["mean"] - reference[m]["mean"])
+                   for m in _distance_metrics(results)) / len(_distance_metrics(results))
+    seconds = entry["seconds"]["mean"]
+    lines.append("| " + " | ".join([group, "f_D" if name == "initial" else name, *cells,
+                                    "—" if name == "retrain" else f"{distance:.2f}",
+                                    f"{seconds:.0f}", f"{seconds / retrain_seconds:.2f}"]) + " |")
+  note = (f"{results['dataset']}, {results['setup']} setup, seeds {results['seeds']}: ours, mean ± "
+          "std % over seeds (the paper's mean in brackets where its table has the cell). "
+          "Time: the stage's wall time without compilation; f_D's is pretraining.")
+  return note + "\n\n" + "\n".join(lines) + "\n"

@@ -1,0 +1,62 @@
+"""The paper's tables: every cell parses, workdirs merge only when they share Retrain, the layout."""
+
+import json
+
+import pytest
+
+from mixunlearn_jax import tables
+from mixunlearn_jax.evaluation import paper
+from mixunlearn_jax.evaluation import report
+
+METRICS = ("Test_r", "Test_f", "ASR")
+
+
+def results(models, retrain_test_r=98.0, seeds=(0, 1)):
+  """results.json of a class-level MNIST workdir: {model: (Test_r, seconds)} plus f_D, Retrain."""
+  models = {"initial": (99.0, 50.0), "retrain": (retrain_test_r, 200.0), **models}
+  per_seed = {s: {name: {"metrics": {"Test_r": test_r + s, "Test_f": 0.0, "ASR": 25.0},
+                         "seconds": seconds, "examples_per_sec": 1.0}
+                  for name, (test_r, seconds) in models.items()} for s in seeds}
+  out = report.aggregate(per_seed, METRICS)
+  out.update(dataset="mnist", setup="class")
+  return out
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "cifar10", "svhn_cropped"])
+@pytest.mark.parametrize("setup", ["class", "data"])
+def test_every_paper_table_has_each_row_and_a_whole_retrain_row(dataset, setup):
+  rows = paper.table(dataset, setup)
+  assert tuple(rows) == paper.ROWS
+  assert all(cell is not None and cell[1] >= 0 for cell in rows["retrain"].values())
+  assert all(0 <= cell[0] <= 100 for row in rows.values() for cell in row.values() if cell)
+
+
+def test_workdirs_merge_only_when_they_share_f_d_and_retrain():
+  first = results({"mixunlearn_aware": (97.0, 20.0)})
+  second = results({"neggrad": (96.0, 40.0)})
+  merged = paper.merge([first, second])
+  assert set(merged["models"]) == {"initial", "retrain", "mixunlearn_aware", "neggrad"}
+  with pytest.raises(ValueError, match="different retrain"):
+    paper.merge([first, results({"neggrad": (96.0, 40.0)}, retrain_test_r=97.5)])
+  with pytest.raises(ValueError, match="two workdirs"):
+    paper.merge([first, results({"mixunlearn_aware": (97.0, 20.0)})])
+
+
+def test_layout_groups_methods_as_the_paper_and_adds_cost(tmp_path):
+  workdirs = []
+  for i, models in enumerate([{"mixunlearn_agnostic": (97.5, 30.0), "neggrad": (96.0, 40.0)},
+                              {"mixunlearn_aware": (97.0, 20.0)}]):
+    workdirs.append(tmp_path / f"w{i}")
+    workdirs[-1].mkdir()
+    (workdirs[-1] / "results.json").write_text(json.dumps(results(models)))
+  lines = [l for l in tables.beside_paper(workdirs).splitlines() if l.startswith("| ")][1:]
+  names = [l.split(" | ")[1] for l in lines]
+  assert names == ["f_D", "retrain", "neggrad", "mixunlearn_aware", "mixunlearn_agnostic"]
+  cells = {n: l.strip("| ").split(" | ") for n, l in zip(names, lines)}
+  assert cells["neggrad"][0] == "aware" and cells["mixunlearn_agnostic"][0] == "agnostic"
+  # Test_r: seeds 0 and 1 add 0 and 1 to the value; the paper's NegGrad mean is 98.89.
+  assert cells["neggrad"][2] == "96.50 ± 0.50 (98.89)"
+  assert cells["neggrad"][5] == f"{abs(96.5 - 98.5) / 3:.2f}"  # mean gap over 3 metrics
+  assert cells["mixunlearn_aware"][-2:] == ["20", f"{20 / 200:.2f}"]
+  with pytest.raises(FileNotFoundError, match="results.json"):
+    tables.beside_paper([tmp_path])
