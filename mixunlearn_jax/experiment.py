@@ -402,8 +402,9 @@ def make_split(job, seed):
 def stage(run_, name, **kwargs):
   """loop.run_stage in the seed's folder `name`, with the config's intervals."""
   c = run_.job.config
-  return loop.run_stage(name=f"seed {run_.seed} / {name}",
-                        directory=os.path.join(run_.dir, name),
+  directory = os.path.join(run_.dir, name)
+  # Named by its folder in the workdir: 'seed_0/request_2/unlearn_neggrad'.
+  return loop.run_stage(name=os.path.relpath(directory, run_.job.workdir), directory=directory,
                         checkpoint_every=c.checkpoint_every_steps, log_every=c.log_every_steps,
                         write_summaries=jax.process_index() == 0, **kwargs)
 
@@ -643,7 +644,13 @@ def evaluate(run_, name, train):
   if os.path.exists(os.path.join(run_.dir, "eval", f"{name}.json")):
     return
   job, split = run_.job, run_.split
-  trained = train()
+  try:
+    trained = train()
+  except loop.NonFiniteLossError as e:
+    if name in (INITIAL, RETRAIN):  # every other model needs them
+      raise
+    diverged(run_, name, e)
+    return
   train_probs, test_probs = probabilities(run_, trained.result, trained.predict)
   attack_probs = (probabilities(run_, trained.result, trained.attack_predict)
                   if trained.attack_predict else None)
@@ -672,6 +679,22 @@ def evaluate(run_, name, train):
       logging.info("seed %d / %s: no embedding for the t-SNE plot: its predictions are not "
                    "one classifier's.", run_.seed, name)
   save(run_, f"{name}.json", record)
+  _record(run_, f"eval/{name}")
+
+
+def diverged(run_, name, error):
+  """Records that method `name` diverged, in place of its evaluation, so the job goes on.
+
+  A baseline run at defaults tuned for another dataset may diverge (NegGrad+'s
+  unbounded ascent on D_f): the table then says where, instead of the job
+  failing after hours. Like an evaluation, the record marks the model
+  finished; its last good checkpoint stays, and `--overwrite` after a config
+  change reruns it.
+  """
+  logging.warning("seed %d / %s diverged: %s It is reported as diverged; the job goes on.",
+                  run_.seed, name, error)
+  save(run_, f"{name}.json", {"diverged": {"stage": error.stage, "step": error.step,
+                                           "values": {k: str(v) for k, v in error.values.items()}}})
   _record(run_, f"eval/{name}")
 
 

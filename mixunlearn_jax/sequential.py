@@ -153,7 +153,8 @@ def rebuild(workdir, config):
   for name in names:
     if name == experiment.RETRAIN:
       continue
-    cells = [f"{t['models'][name]['distance_to_retrain']:.2f}" for t in tables]
+    cells = [f"{t['models'][name]['distance_to_retrain']:.2f}" if name in t["models"]
+             else "diverged" for t in tables]
     lines.append("| " + " | ".join([name, *cells]) + " |")
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write("\n".join(lines) + "\n")

@@ -55,11 +55,16 @@ def markdown(table):
   for field, runs in table.items():
     first = next(iter(runs.values()))
     metrics = first["metrics"]
-    methods = [m for m in first["models"] if m not in ("initial", "retrain")]
+    methods = [m for m in (*first["models"], *first.get("diverged", {}))
+               if m not in ("initial", "retrain")]
     lines += [f"## {field}", "", "| value | method | " + " | ".join(metrics)
               + " | distance to Retrain |", "|---|---|" + "---|" * (len(metrics) + 1)]
     for value, results in runs.items():
       for method in methods:
+        if method not in results["models"]:  # a non-finite loss at this value
+          lines.append(f"| {value} | {method} | " + " | ".join(["diverged"] * (len(metrics) + 1))
+                       + " |")
+          continue
         entry = results["models"][method]
         cells = [f"{entry[m]['mean']:.2f} ± {entry[m]['std']:.2f}" for m in metrics]
         lines.append(f"| {value} | {method} | " + " | ".join(cells)

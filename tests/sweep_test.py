@@ -49,3 +49,23 @@ def test_a_base_that_reuses_another_workdir_passes_it_on(tmp_path):
   sweep.run_sweep(config, str(tmp_path / "chained"), [("mixunlearn.alpha", [0.5])])
   with open(tmp_path / "chained" / "mixunlearn.alpha=0.5" / "config.json") as f:
     assert json.load(f)["pretrain"]["reuse_workdir"] == str(source / "base")
+
+
+def test_a_diverging_value_is_reported_as_diverged_and_the_sweep_goes_on(tmp_path):
+  config = small_config()
+  config.methods = ("neggrad",)
+  config.neggrad.epochs = 1
+  # lr 1e30 sends NegGrad+'s weights to infinity in its first step: the loss becomes NaN.
+  grid = [("neggrad.lr", [1e-3, 1e30])]
+  runs = sweep.run_sweep(config, str(tmp_path), grid)["neggrad.lr"]
+  assert "neggrad" in runs[1e-3]["models"] and "neggrad" not in runs[1e30]["models"]
+  record = runs[1e30]["diverged"]["neggrad"][0]
+  assert record["stage"] == "seed_0/unlearn_neggrad" and record["values"]["loss"] == "nan"
+  assert "| 1e+30 | neggrad | diverged |" in sweep.markdown({"neggrad.lr": runs})
+  with open(tmp_path / "neggrad.lr=1e+30" / "results.md") as f:
+    assert "Diverged" in f.read()
+  # Rerun: the diverged model counts as finished, nothing is trained again.
+  saved = tmp_path / "neggrad.lr=1e+30" / "seed_0" / "eval" / "neggrad.json"
+  mtime = os.path.getmtime(saved)
+  assert sweep.run_sweep(config, str(tmp_path), grid)["neggrad.lr"][1e30] == runs[1e30]
+  assert os.path.getmtime(saved) == mtime

@@ -82,3 +82,25 @@ def test_ablations_come_after_their_group_beside_the_paper_s_table_3(tmp_path):
                    "mixunlearn_agnostic_vanilla_mixup", "mixunlearn_agnostic_no_real"]
   # Table 3, MNIST: w/o L_real's Test_r is 67.00; our seeds give 67 and 68.
   assert lines[-1].split(" | ")[2] == "67.50 ± 0.50 (67.00)"
+
+
+def test_a_method_diverged_on_one_seed_is_listed_apart_and_keeps_its_row(tmp_path):
+  per_seed = {s: {name: {"metrics": {"Test_r": 90.0 + s, "Test_f": 0.0, "ASR": 25.0},
+                         "seconds": 10.0, "examples_per_sec": 1.0}
+                  for name in ("initial", "retrain", "mixunlearn_aware")} for s in (0, 1)}
+  for s in (0, 1):  # NegGrad+ diverged on seed 1 only: no mean over seed 0 alone
+    per_seed[s]["neggrad"] = (
+        {"diverged": {"stage": "seed_1/unlearn_neggrad", "step": 1800, "values": {"loss": "nan"}}}
+        if s else dict(per_seed[s]["mixunlearn_aware"]))
+  out = report.aggregate(per_seed, METRICS)
+  assert list(out["models"]) == ["initial", "retrain", "mixunlearn_aware"]
+  assert list(out["diverged"]["neggrad"]) == [1]
+  assert "neggrad (seed_1/unlearn_neggrad at step 1800: loss nan)" in report.markdown(out)
+  out.update(dataset="mnist", setup="class")
+  (tmp_path / "results.json").write_text(json.dumps(out))
+  rows = {l.split(" | ")[1]: l for l in tables.beside_paper([tmp_path]).splitlines()
+          if l.startswith("| ")}
+  assert "| diverged (98.89) | diverged (81.89) |" in rows["neggrad"]  # the paper's NegGrad
+  neggrad_again = {**out, "models": {n: out["models"][n] for n in ("initial", "retrain")}}
+  with pytest.raises(ValueError, match="neggrad is in two workdirs"):
+    paper.merge([out, neggrad_again])

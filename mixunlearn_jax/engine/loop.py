@@ -39,6 +39,11 @@ def quiet_orbax_logging():
 class NonFiniteLossError(RuntimeError):
   """A loss became NaN or infinite; the last good checkpoint is kept."""
 
+  def __init__(self, stage, step, values):
+    super().__init__(f"{stage}: non-finite {values} at step {step}; the last good checkpoint "
+                     "is kept.")
+    self.stage, self.step, self.values = stage, step, values
+
 
 @dataclasses.dataclass(frozen=True)
 class StageResult:
@@ -217,8 +222,7 @@ def _check_finite(name, step, metrics):
   scalars = {k: float(np.asarray(v)) for k, v in metrics.items()}
   bad = {k: v for k, v in scalars.items() if not math.isfinite(v)}
   if bad:
-    raise NonFiniteLossError(
-        f"{name}: non-finite {bad} at step {step}; the last good checkpoint is kept.")
+    raise NonFiniteLossError(name, step, bad)
   return scalars
 
 

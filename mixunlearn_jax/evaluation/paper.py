@@ -247,7 +247,7 @@ def merge(results_list):
   Retrain differ, are refused: their rows would not be comparable.
   """
   first = results_list[0]
-  merged = {**first, "models": dict(first["models"])}
+  merged = {**first, "models": dict(first["models"]), "diverged": dict(first.get("diverged", {}))}
   for results in results_list[1:]:
     for key in ("dataset", "setup", "seeds"):
       if results[key] != first[key]:
@@ -257,12 +257,13 @@ def merge(results_list):
       if any(ours[m]["per_seed"] != theirs[m]["per_seed"] for m in _distance_metrics(first)):
         raise ValueError(f"Workdirs have different {shared} models: run the others with "
                          "--config.pretrain.reuse_workdir=<the first>.")
-    for name, entry in results["models"].items():
-      if name in ("initial", "retrain"):
-        continue
-      if name in merged["models"]:
-        raise ValueError(f"{name} is in two workdirs: keep one.")
-      merged["models"][name] = entry
+    for key in ("models", "diverged"):
+      for name, entry in results.get(key, {}).items():
+        if name in ("initial", "retrain"):
+          continue
+        if name in merged["models"] or name in merged["diverged"]:
+          raise ValueError(f"{name} is in two workdirs: keep one.")
+        merged[key][name] = entry
   return merged
 
 
@@ -276,13 +277,18 @@ def _ours(entry, metric, paper_cell):
   return cell + (f" ({paper_cell[0]:.2f})" if paper_cell else "")
 
 
+def _diverged(paper_cell):
+  return "diverged" + (f" ({paper_cell[0]:.2f})" if paper_cell else "")
+
+
 def markdown(results, label_agnostic):
   """The paper's layout: Retrain, label-aware methods, label-agnostic ones (`label_agnostic`:
   their names), each cell ours (the paper's), then distance, wall time and its ratio to Retrain's."""
   metrics, paper = results["metrics"], table(results["dataset"], results["setup"])
   models = results["models"]
   order = {name: i for i, name in enumerate(ROWS + ABLATION_ROWS)}
-  methods = sorted((n for n in models if n not in ("initial", "retrain")),
+  diverged = results.get("diverged", {})  # no metrics: a row that says so
+  methods = sorted((n for n in (*models, *diverged) if n not in ("initial", "retrain")),
                    key=lambda n: (n in label_agnostic, order.get(n, len(order)), n))
   retrain_seconds = models["retrain"]["seconds"]["mean"]
   header = ["", "method", *metrics, "distance to Retrain", "time (s)", "time / Retrain"]
@@ -290,6 +296,10 @@ def markdown(results, label_agnostic):
   for name in ["initial", "retrain", *methods]:
     group = ("" if name in ("initial", "retrain") else
              "agnostic" if name in label_agnostic else "aware")
+    if name in diverged:
+      lines.append("| " + " | ".join([group, name, *(_diverged(paper.get(name, {}).get(m))
+                                                     for m in metrics), "—", "—", "—"]) + " |")
+      continue
     entry = models[name]
     cells = [_ours(entry, m, paper.get(name, {}).get(m)) for m in metrics]
     distance = entry.get("distance_to_retrain")  # report.aggregate's, valid: Retrain is shared

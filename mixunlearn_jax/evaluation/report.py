@@ -23,12 +23,16 @@ def aggregate(per_seed, metric_names):
   its own, with its gap, outside the distance.
   """
   seeds = sorted(per_seed)
-  model_names = list(per_seed[seeds[0]])
+  # A model that diverged on any seed has no mean to give: it is listed apart, by seed.
+  diverged = {n: {s: per_seed[s][n]["diverged"] for s in seeds if "diverged" in per_seed[s][n]}
+              for n in per_seed[seeds[0]]}
+  diverged = {n: by_seed for n, by_seed in diverged.items() if by_seed}
+  model_names = [n for n in per_seed[seeds[0]] if n not in diverged]
   every = [per_seed[s][n]["metrics"] for s in seeds for n in model_names]
   columns = [*metric_names, *(m for m in every[0]
                               if m not in metric_names and all(m in r for r in every))]
   results = {"seeds": seeds, "metrics": columns, "distance_metrics": list(metric_names),
-             "models": {}}
+             "models": {}, "diverged": diverged}
   for name in model_names:
     runs = [per_seed[s][name] for s in seeds]
     entry = {m: _stats([r["metrics"][m] for r in runs]) for m in columns}
@@ -103,12 +107,23 @@ def markdown(results, title=""):
     lines += ["", "stop: the step the stopping rule ended unlearning at (mean over seeds), of "
               "the fixed budget, and why: forgotten (the rule met), guard (held-out remain "
               "accuracy fell too far), budget (ran the fixed budget)."]
+  diverged = results.get("diverged", {})
+  if diverged:
+    lines += ["", "Diverged (a non-finite loss; no metrics, the table leaves them out): " + "; ".join(
+        f"{name} ({_diverged_cell(by_seed)})" for name, by_seed in diverged.items()) + "."]
   setup = results.get("setup_seconds", {})
   if setup:
     lines += ["", "Time before any deletion request, not in the time column (the shard "
               "ensembles' initial training): " + ", ".join(
                   f"{name} {seconds:.1f} s" for name, seconds in setup.items()) + "."]
   return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _diverged_cell(by_seed):
+  """'seed_0/unlearn_neggrad at step 1800: loss nan' per diverged seed."""
+  return ", ".join(f"{d['stage']} at step {d['step']}: "
+                   + ", ".join(f"{k} {v}" for k, v in d["values"].items())
+                   for d in by_seed.values())
 
 
 def _distance_note(results):
@@ -142,7 +157,7 @@ def rebuild(workdir, metric_names):
     json.dump(results, f, indent=2)
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(markdown(results, title))
-  _plot(workdir, evals, names, title, config.get("tsne", {}))
+  _plot(workdir, evals, [n for n in names if n in results["models"]], title, config.get("tsne", {}))
   for seed in per_seed:
     traces = {name: record["stop"] for name, record in per_seed[seed].items() if "stop" in record}
     if traces:
