@@ -1,7 +1,5 @@
 """Datasets, unlearning splits and input pipelines (mock tfds data and real MNIST)."""
 
-import gzip
-import os
 import time
 
 import jax
@@ -13,13 +11,8 @@ from mixunlearn_jax.data import datasets
 from mixunlearn_jax.data import pipeline
 from mixunlearn_jax.data import splits
 from mixunlearn_jax.engine import parallel
+from tests import real_data
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MNIST_DIR = os.environ.get("MIXUNLEARN_MNIST_DIR",
-                           os.path.join(REPO, "..", "shared", "datasets", "mnist"))
-FASHION_MNIST_DIR = os.path.join(os.path.dirname(MNIST_DIR), "fashion_mnist")
-MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 # Training-set class counts of MNIST (a known property of the dataset).
 MNIST_TRAIN_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
 MOCK_SHAPES = {"cifar10": (32, 32, 3), "svhn_cropped": (32, 32, 3), "mnist": (28, 28, 1)}
@@ -43,19 +36,6 @@ def mock(tmp_path_factory):
   return loaded
 
 
-def _require_raw_files(folder):
-  """Real-data tests need the raw files: CI has them (missing is a failure there); a clone
-  without ../shared skips these tests, saying which variable to set."""
-  missing = [f for f in MNIST_FILES if not os.path.isfile(os.path.join(folder, f))]
-  if missing:
-    message = (f"Raw files {missing} are missing from {folder!r}. Put the four .gz files "
-               "there or point MIXUNLEARN_MNIST_DIR at the MNIST folder beside a "
-               "fashion_mnist one.")
-    if os.environ.get("CI") == "true":
-      pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def tfds_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tfds"))
@@ -64,8 +44,8 @@ def tfds_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mnist(tfds_dir):
   """Real MNIST, prepared offline from the raw .gz files (about 20 s)."""
-  _require_raw_files(MNIST_DIR)
-  return datasets.load("mnist", data_dir=tfds_dir, manual_dir=MNIST_DIR, download=False)
+  real_data.require_raw_files(real_data.MNIST_DIR)
+  return datasets.load("mnist", data_dir=tfds_dir, manual_dir=real_data.MNIST_DIR, download=False)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -293,11 +273,11 @@ def test_mnist_sizes_and_statistics(mnist):
 
 def test_fashion_mnist_prepared_beside_mnist_is_fashion_mnist(mnist, tfds_dir):
   # Same raw file names as MNIST, same tfds data dir: it must not reuse MNIST's files.
-  _require_raw_files(FASHION_MNIST_DIR)
-  fashion = datasets.load("fashion_mnist", data_dir=tfds_dir, manual_dir=FASHION_MNIST_DIR,
+  real_data.require_raw_files(real_data.FASHION_MNIST_DIR)
+  fashion = datasets.load("fashion_mnist", data_dir=tfds_dir,
+                          manual_dir=real_data.FASHION_MNIST_DIR,
                           download=False)
-  with gzip.open(os.path.join(FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz")) as f:
-    raw = np.frombuffer(f.read()[16:], np.uint8)  # idx3 header: 16 bytes
+  raw = real_data.read_idx(real_data.FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz")
   assert fashion.train_images.mean() == pytest.approx(raw.mean())
   assert fashion.train_images.mean() != pytest.approx(mnist.train_images.mean())
   # A known property of Fashion-MNIST: exactly 6,000 training images per class.
