@@ -17,7 +17,9 @@ shift || true
 seeds=${SEEDS:-(0,1,2)}
 aware="'neggrad','boundary_shrink','sisa','unrolling','teacher_student','scrub','dsmixup','gli','laf_r'"
 agnostic="'laf','randlabel','lmix'"
-ablations="'mixunlearn_agnostic_vanilla_mixup','mixunlearn_agnostic_no_real','mixunlearn_agnostic_no_mix','mixunlearn_agnostic_no_sharpen'"
+ablations="'mixunlearn_agnostic_vanilla_mixup_alpha035','mixunlearn_agnostic_vanilla_mixup',\
+'mixunlearn_agnostic_vanilla_mixup_alpha150','mixunlearn_agnostic_no_real',\
+'mixunlearn_agnostic_no_mix','mixunlearn_agnostic_no_sharpen'"
 declare -A raw=([mnist]=mnist [fmnist]=fashion_mnist)
 for short in ${DATASETS:-mnist fmnist}; do
   for setup in class data; do

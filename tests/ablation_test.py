@@ -74,6 +74,17 @@ def test_every_ablation_is_a_variant_of_its_label_mode():
   assert not methods.get("mixunlearn_aware").variant_of
 
 
+def test_table_3_alpha_points_fix_alpha_whatever_the_section_says():
+  config = config_lib.base_config()
+  config.mixunlearn.alpha = 0.5
+  for name, alpha in (("mixunlearn_agnostic_vanilla_mixup_alpha035", 0.35),
+                      ("mixunlearn_agnostic_vanilla_mixup_alpha150", 1.5)):
+    method = methods.get(name)
+    hp = method.hyperparameters(config)
+    assert (hp.alpha, hp.mixer, method.labels, method.features) == (alpha, "vanilla", "none", ())
+  assert methods.get("mixunlearn_agnostic_vanilla_mixup").hyperparameters(config).alpha == 0.5
+
+
 def test_vanilla_mixture_is_exactly_lambda_x_f_plus_one_minus_lambda_x_r(setting):
   hp = methods.get("mixunlearn_aware_vanilla_mixup").hyperparameters(config_lib.base_config())
   inputs = inputs_of(setting, hp)

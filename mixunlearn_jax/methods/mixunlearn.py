@@ -324,6 +324,13 @@ METHODS = (
                                        f"MixUnlearn's ablation, {what}", **overrides),
                           features=method.features if "mixer" not in overrides else ())
       for suffix, overrides, what in _ABLATIONS for method in (AWARE, AGNOSTIC)),
+    # The other points of Table 3's w/o-MixBlock grid (α 0.75 is mixunlearn.alpha's default),
+    # for the label-agnostic mode it ablates; α fixed by the name, not by the section.
+    *(dataclasses.replace(
+        base.variant(AGNOSTIC, f"mixunlearn_agnostic_vanilla_mixup_alpha{tag}",
+                     f"MixUnlearn's ablation, w/o MixBlock at α = {alpha}", mixer="vanilla",
+                     alpha=alpha), features=())
+      for tag, alpha in (("035", 0.35), ("150", 1.5))),
     # Sharpen acts on f_D's outputs, the label-agnostic targets only.
     base.variant(AGNOSTIC, "mixunlearn_agnostic_no_sharpen",
                  "MixUnlearn's ablation, w/o Sharpen: targets f_D's softmax",
