@@ -27,7 +27,13 @@ def test_parse_grid_types_values_like_the_field_and_rejects_typos():
 
 
 def test_sweep_runs_each_value_and_reuses_the_base_models(tmp_path):
-  table = sweep.run_sweep(small_config(), str(tmp_path), [("mixunlearn.gen_interval", [1, 3])])
+  config = small_config()
+  # lr 1e30 sends NegGrad+'s weights to infinity in its first step: its loss becomes NaN,
+  # the job records it as diverged and goes on to the next method.
+  config.methods = ("neggrad", "mixunlearn_agnostic")
+  config.neggrad.update(epochs=1, lr=1e30)
+  grid = [("mixunlearn.gen_interval", [1, 3])]
+  table = sweep.run_sweep(config, str(tmp_path), grid)
   for value in (1, 3):
     with open(tmp_path / f"mixunlearn.gen_interval={value}" / "config.json") as f:
       point = json.load(f)
@@ -39,6 +45,16 @@ def test_sweep_runs_each_value_and_reuses_the_base_models(tmp_path):
   assert runs[1]["models"]["initial"]["Test_r"] == runs[3]["models"]["initial"]["Test_r"]
   markdown = sweep.markdown(table)
   assert "## mixunlearn.gen_interval" in markdown and "| 3 | mixunlearn_agnostic |" in markdown
+  assert "| 3 | neggrad | diverged |" in markdown
+  record = runs[3]["diverged"]["neggrad"][0]
+  assert record["stage"] == "seed_0/unlearn_neggrad" and record["values"]["loss"] == "nan"
+  with open(tmp_path / "mixunlearn.gen_interval=3" / "results.md") as f:
+    assert "Diverged" in f.read()
+  # Run again: a diverged method counts as finished, so nothing is trained again.
+  saved = tmp_path / "mixunlearn.gen_interval=3" / "seed_0" / "eval" / "neggrad.json"
+  mtime = os.path.getmtime(saved)
+  assert sweep.run_sweep(config, str(tmp_path), grid)["mixunlearn.gen_interval"][3] == runs[3]
+  assert os.path.getmtime(saved) == mtime
 
 
 def test_a_base_that_reuses_another_workdir_passes_it_on(tmp_path):
@@ -50,22 +66,3 @@ def test_a_base_that_reuses_another_workdir_passes_it_on(tmp_path):
   with open(tmp_path / "chained" / "mixunlearn.alpha=0.5" / "config.json") as f:
     assert json.load(f)["pretrain"]["reuse_workdir"] == str(source / "base")
 
-
-def test_a_diverging_value_is_reported_as_diverged_and_the_sweep_goes_on(tmp_path):
-  config = small_config()
-  config.methods = ("neggrad",)
-  config.neggrad.epochs = 1
-  # lr 1e30 sends NegGrad+'s weights to infinity in its first step: the loss becomes NaN.
-  grid = [("neggrad.lr", [1e-3, 1e30])]
-  runs = sweep.run_sweep(config, str(tmp_path), grid)["neggrad.lr"]
-  assert "neggrad" in runs[1e-3]["models"] and "neggrad" not in runs[1e30]["models"]
-  record = runs[1e30]["diverged"]["neggrad"][0]
-  assert record["stage"] == "seed_0/unlearn_neggrad" and record["values"]["loss"] == "nan"
-  assert "| 1e+30 | neggrad | diverged |" in sweep.markdown({"neggrad.lr": runs})
-  with open(tmp_path / "neggrad.lr=1e+30" / "results.md") as f:
-    assert "Diverged" in f.read()
-  # Rerun: the diverged model counts as finished, nothing is trained again.
-  saved = tmp_path / "neggrad.lr=1e+30" / "seed_0" / "eval" / "neggrad.json"
-  mtime = os.path.getmtime(saved)
-  assert sweep.run_sweep(config, str(tmp_path), grid)["neggrad.lr"][1e30] == runs[1e30]
-  assert os.path.getmtime(saved) == mtime
