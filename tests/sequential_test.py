@@ -44,8 +44,10 @@ def test_each_request_leaves_out_every_request_so_far_and_keeps_the_rest():
     assert sorted(np.concatenate([after.forget, after.remain]).tolist()) == list(range(300))
 
 
-ARGS = ("--config.requests=3", "--config.methods=('mixunlearn_aware',)",
+# NegGrad+ at lr 1e30 diverges in request 1: its lineage ends there.
+ARGS = ("--config.requests=3", "--config.methods=('mixunlearn_aware','neggrad')",
         "--config.pretrain.epochs=1", "--config.retrain.epochs=1", "--config.mixunlearn.epochs=2",
+        "--config.neggrad.epochs=1", "--config.neggrad.lr=1e30",
         "--config.asr.trees=10")  # the attack's fit costs more than these models here
 
 
@@ -67,6 +69,10 @@ def test_three_requests_resume_after_sigkill_and_retrain_never_sees_a_deleted_cl
     assert table["retrain"]["Test_f"] == [0.0]
     assert table["initial"]["Test_f"][0] > 90
   assert "| mixunlearn_aware |" in (reference / "results.md").read_text()
+  assert "| neggrad | diverged | diverged | diverged |" in (reference / "results.md").read_text()
+  for r in (1, 2, 3):  # each request names the stage where the lineage diverged
+    with open(reference / f"results_request_{r}.json") as f:
+      assert json.load(f)["diverged"]["neggrad"]["0"]["stage"] == "seed_0/request_1/unlearn_neggrad"
   pattern = str(killed / "seed_0" / "request_2" / "unlearn_mixunlearn_aware" / "checkpoints" / "2")
   reuse = f"--config.pretrain.reuse_workdir={reference}"
   assert kill_when(command(killed, *ARGS, FREQUENT, reuse), 1, pattern), f"ran past {pattern}"
