@@ -5,9 +5,10 @@ r"""The paper's tables from finished workdirs: our numbers beside the paper's, w
 Workdirs of one dataset and setup that share f_D and Retrain (the later ones
 run with --config.pretrain.reuse_workdir=<the first>) are merged into one
 table in the layout of the paper's Tables 1-6: Retrain, the label-aware
-methods, the label-agnostic ones, the ablations after their group, each cell ours with the paper's mean in
-brackets, then the distance to Retrain, the wall time and its ratio to
-Retrain's. Prints it, and writes it to --out when given.
+methods, the label-agnostic ones, the ablations after their group, each cell
+ours with the paper's mean in brackets, then the distance to Retrain, the
+wall time and its ratio to Retrain's. Prints it, and writes it to --out when
+given.
 """
 
 import json

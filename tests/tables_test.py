@@ -40,7 +40,7 @@ def test_noisy_and_semi_tables_hold_their_methods_only_and_are_whole(dataset):
   assert tuple(noisy) == ("retrain", "neggrad", "sisa", "laf_r", "mixunlearn_aware")
   assert tuple(semi) == ("retrain", "laf", "lmix", "mixunlearn_agnostic")
   assert all(cell is not None for t in (noisy, semi) for row in t.values() for cell in row.values())
-  assert paper.table("mnist", "semi") == {}  # the paper ran the semi setup on CIFAR-10 and SVHN only
+  assert paper.table("mnist", "semi") == {}  # the paper's semi setup: CIFAR-10 and SVHN only
 
 
 def test_workdirs_merge_only_when_they_share_f_d_and_retrain():

@@ -237,7 +237,7 @@ def _cell(text):
 
 
 def table(dataset, setup):
-  """{method: {metric: (mean, std) or None}} of the paper for (dataset, setup); {} if it has none."""
+  """{method: {metric: (mean, std) or None}} of the paper for (dataset, setup); {} if none."""
   sources = [(ROWS, _TABLES[dataset, setup])] if (dataset, setup) in _TABLES else []
   sources += [_MORE_TABLES[dataset, setup]] if (dataset, setup) in _MORE_TABLES else []
   return {row: cells for rows, text in sources for row, cells in _parse(rows, text, setup).items()}

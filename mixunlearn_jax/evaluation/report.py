@@ -109,8 +109,9 @@ def markdown(results, title=""):
               "accuracy fell too far), budget (ran the fixed budget)."]
   diverged = results.get("diverged", {})
   if diverged:
-    lines += ["", "Diverged (a non-finite loss; no metrics, the table leaves them out): " + "; ".join(
-        f"{name} ({_diverged_cell(by_seed)})" for name, by_seed in diverged.items()) + "."]
+    lines += ["", "Diverged (a non-finite loss; no metrics, the table leaves them out): "
+              + "; ".join(f"{name} ({_diverged_cell(by_seed)})"
+                          for name, by_seed in diverged.items()) + "."]
   setup = results.get("setup_seconds", {})
   if setup:
     lines += ["", "Time before any deletion request, not in the time column (the shard "
