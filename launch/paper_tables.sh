@@ -13,7 +13,8 @@
 # (100 training images per class) is left out of D, so D is 1.7% smaller than
 # the paper's. tables.py merges the four into <runs>/<dataset>_<setup>_table.md.
 # Then the same methods but the ablations run again with the rule on
-# (<base>_rule_*, reusing f_D and Retrain) into <dataset>_<setup>_rule_table.md.
+# (<base>_rule_*, reusing f_D and Retrain), and the table file gains each
+# method's fixed budget against the rule.
 # Every job resumes where it was killed: run the same command again to go on.
 #
 # SEEDS (default '(0,1,2)') and DATASETS (default 'mnist fmnist') choose the
@@ -59,7 +60,8 @@ for short in ${DATASETS:-mnist fmnist}; do
     main "${base}_rule" "$mixunlearn" "${reuse[@]}"
     main "${base}_rule_aware" "$aware" "${reuse[@]}"
     main "${base}_rule_agnostic" "$agnostic" "${reuse[@]}"
-    python -m mixunlearn_jax.tables --out="$runs/${short}_${setup}_rule_table.md" \
-        --workdirs="${base}_rule,${base}_rule_aware,${base}_rule_agnostic"
+    python -m mixunlearn_jax.tables --out="$runs/${short}_${setup}_table.md" \
+        --workdirs="$base,${base}_aware,${base}_agnostic,${base}_ablations" \
+        --rule_workdirs="${base}_rule,${base}_rule_aware,${base}_rule_agnostic"
   done
 done

@@ -106,3 +106,32 @@ def test_a_method_diverged_on_one_seed_is_listed_apart_and_keeps_its_row(tmp_pat
   neggrad_again = {**out, "models": {n: out["models"][n] for n in ("initial", "retrain")}}
   with pytest.raises(ValueError, match="neggrad is in two workdirs"):
     paper.merge([out, neggrad_again])
+
+
+def test_fixed_budget_against_the_rule_pairs_each_method_s_runs_with_their_stops(tmp_path):
+  def workdir(name, models, stops):
+    per_seed = {s: {n: {"metrics": {"Test_r": test_r, "Test_f": 0.0, "ASR": 25.0 + s},
+                        "seconds": seconds, "examples_per_sec": 1.0,
+                        **({"stop": {"step": stops[n], "budget": 100,
+                                     "reason": "forgotten" if stops[n] < 100 else "budget",
+                                     "rule": {"step": 40}}} if n in stops else {})}
+                    for n, (test_r, seconds) in models.items()} for s in (0, 1)}
+    out = report.aggregate(per_seed, METRICS)
+    out.update(dataset="mnist", setup="class")
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.json").write_text(json.dumps(out))
+    return tmp_path / name
+
+  shared = {"initial": (99.0, 50.0), "retrain": (98.0, 200.0)}
+  fixed = workdir("fixed", {**shared, "mixunlearn_aware": (99.0, 100.0)}, {"mixunlearn_aware": 100})
+  rule = workdir("rule", {**shared, "mixunlearn_aware": (98.5, 20.0)}, {"mixunlearn_aware": 40})
+  lines = [l for l in tables.fixed_against_rule([fixed], [rule]).splitlines()
+           if l.startswith("| ")][1:]
+  assert [l.split(" | ")[:2] for l in lines] == [
+      ["| retrain", ""], ["| mixunlearn_aware", "fixed budget"], ["| mixunlearn_aware", "rule"]]
+  # Distance: the mean gap over Test_r, Test_f, ASR: |99 - 98| / 3 and |98.5 - 98| / 3.
+  assert lines[1].endswith("| 0.33 | 100 | 0.50 | 100/100 budget (rule met at 40, 40) |")
+  assert lines[2].endswith("| 0.17 | 20 | 0.10 | 40/100 forgotten |")
+  other = workdir("other", {**shared, "retrain": (97.0, 200.0), "neggrad": (90.0, 1.0)}, {})
+  with pytest.raises(ValueError, match="different retrain"):
+    tables.fixed_against_rule([fixed], [other])

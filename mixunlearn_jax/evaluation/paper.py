@@ -257,16 +257,11 @@ def merge(results_list):
   Retrain differ, are refused: their rows would not be comparable.
   """
   first = results_list[0]
-  merged = {**first, "models": dict(first["models"]), "diverged": dict(first.get("diverged", {}))}
+  merged = {**first, "models": dict(first["models"]), "diverged": dict(first.get("diverged", {})),
+            "stopping": dict(first.get("stopping", {}))}
   for results in results_list[1:]:
-    for key in ("dataset", "setup", "seeds"):
-      if results[key] != first[key]:
-        raise ValueError(f"Workdirs differ in {key}: {first[key]} and {results[key]}.")
-    for shared in ("initial", "retrain"):  # per-seed metrics equal: the same trained models
-      ours, theirs = first["models"][shared], results["models"][shared]
-      if any(ours[m]["per_seed"] != theirs[m]["per_seed"] for m in _distance_metrics(first)):
-        raise ValueError(f"Workdirs have different {shared} models: run the others with "
-                         "--config.pretrain.reuse_workdir=<the first>.")
+    check_comparable(first, results)
+    merged["stopping"].update(results.get("stopping", {}))
     for key in ("models", "diverged"):
       for name, entry in results.get(key, {}).items():
         if name in ("initial", "retrain"):
@@ -275,6 +270,18 @@ def merge(results_list):
           raise ValueError(f"{name} is in two workdirs: keep one.")
         merged[key][name] = entry
   return merged
+
+
+def check_comparable(first, results):
+  """Raises unless `results` has `first`'s dataset, setup, seeds, f_D and Retrain."""
+  for key in ("dataset", "setup", "seeds"):
+    if results[key] != first[key]:
+      raise ValueError(f"Workdirs differ in {key}: {first[key]} and {results[key]}.")
+  for shared in ("initial", "retrain"):  # per-seed metrics equal: the same trained models
+    ours, theirs = first["models"][shared], results["models"][shared]
+    if any(ours[m]["per_seed"] != theirs[m]["per_seed"] for m in _distance_metrics(first)):
+      raise ValueError(f"Workdirs have different {shared} models: run the others with "
+                       "--config.pretrain.reuse_workdir=<the first>.")
 
 
 def _distance_metrics(results):

@@ -68,7 +68,7 @@ def _stopping(summaries):
           "rule_steps": [s["rule"]["step"] if s["rule"] else None for s in summaries]}
 
 
-def _stop_cell(stop):
+def stop_cell(stop):
   """'740/3700 forgotten'; a run to its budget adds where the rule was met (dry runs)."""
   reasons = ", ".join(sorted(set(stop["reasons"])))
   cell = f"{stop['step']['mean']:.0f}/{stop['budget']} {reasons}"
@@ -101,7 +101,7 @@ def markdown(results, title=""):
     cells.append(f"{entry['examples_per_sec']['mean']:.0f}")
     cells.append(f"{entry['compile_seconds']['mean']:.1f}")
     if stopping:
-      cells.append(_stop_cell(stopping[name]) if name in stopping else "—")
+      cells.append(stop_cell(stopping[name]) if name in stopping else "—")
     lines.append("| " + " | ".join(cells) + " |")
   if stopping:
     lines += ["", "stop: the step the stopping rule ended unlearning at (mean over seeds), of "
