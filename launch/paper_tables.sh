@@ -18,7 +18,9 @@
 # Every job resumes where it was killed: run the same command again to go on.
 #
 # SEEDS (default '(0,1,2)') and DATASETS (default 'mnist fmnist') choose the
-# runs. Cost on 2 CPU cores: about 1.5 hours per seed, dataset and setup.
+# runs. Cost on 2 CPU cores shared with other jobs (2026-12-01): the MNIST class
+# base (f_D, Retrain, both MixUnlearn modes, 3 seeds) took 39 minutes; the
+# baseline groups, with SISA's and DSMixup's shard ensembles, take longer.
 set -euo pipefail
 runs=${1:-runs}
 shift || true

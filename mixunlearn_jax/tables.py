@@ -55,35 +55,19 @@ def beside_paper(workdirs):
   return paper.markdown(merged(workdirs), agnostic)
 
 
-def _cells(results, name, retrain_seconds):
-  """A model's metrics (mean ± std), distance to Retrain, time and its ratio to Retrain's."""
-  entry, metrics = results["models"].get(name), results["metrics"]
-  if entry is None:
-    return ["diverged" if name in results["diverged"] else "—"] * (len(metrics) + 3)
-  seconds = entry["seconds"]["mean"]
-  return [*(f"{entry[m]['mean']:.2f} ± {entry[m]['std']:.2f}" for m in metrics),
-          "—" if name == "retrain" else f"{entry['distance_to_retrain']:.2f}",
-          f"{seconds:.0f}", f"{seconds / retrain_seconds:.2f}"]
-
-
 def fixed_against_rule(fixed_workdirs, rule_workdirs):
   """Each method of `rule_workdirs` (the stopping rule on) under its row of `fixed_workdirs`
   (its fixed budget, on the same f_D and Retrain): metrics, distance, cost and where it stopped."""
   fixed, rule = merged(fixed_workdirs), merged(rule_workdirs)
   paper.check_comparable(fixed, rule)
-  retrain_seconds = fixed["models"]["retrain"]["seconds"]["mean"]
   header = ["method", "run", *fixed["metrics"], "distance to Retrain", "time (s)",
             "time / Retrain", "stop"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  order = {name: i for i, name in enumerate(paper.ROWS)}
-  names = ["retrain", *sorted((n for n in (*rule["models"], *rule["diverged"])
-                               if n not in ("initial", "retrain")),
-                              key=lambda n: (order.get(n, len(order)), n))]
-  for name in names:
+  for name in ["retrain", *paper.ordered((*rule["models"], *rule["diverged"]))]:
     for run, results in ([("", fixed)] if name == "retrain" else
                          [("fixed budget", fixed), ("rule", rule)]):
       stop = results["stopping"].get(name)
-      lines.append("| " + " | ".join([name, run, *_cells(results, name, retrain_seconds),
+      lines.append("| " + " | ".join([name, run, *paper.cells(results, name),
                                       report.stop_cell(stop) if stop else "—"]) + " |")
   note = (f"{fixed['dataset']}, {fixed['setup']} setup, seeds {fixed['seeds']}: each method at its "
           "fixed budget and stopped by the rule, on the same f_D and Retrain (mean ± std % over "

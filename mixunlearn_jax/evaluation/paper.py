@@ -289,41 +289,47 @@ def _distance_metrics(results):
   return results.get("distance_metrics", results["metrics"])
 
 
-def _ours(entry, metric, paper_cell):
-  cell = f"{entry[metric]['mean']:.2f} ± {entry[metric]['std']:.2f}"
+def ordered(names, label_agnostic=frozenset()):
+  """The methods of `names` (f_D and Retrain left out) in the paper's order: label-aware
+  ones, then `label_agnostic` ones, each group with its ablations after it."""
+  order = {name: i for i, name in enumerate(ROWS + ABLATION_ROWS)}
+  return sorted((n for n in names if n not in ("initial", "retrain")),
+                key=lambda n: (n in label_agnostic, order.get(n, len(order)), n))
+
+
+def cells(results, name, paper=None):
+  """Model `name`'s metrics (mean ± std, with `paper`'s mean in brackets where it has the
+  cell), its distance to Retrain, wall time and its ratio to Retrain's; 'diverged' cells for
+  a model without metrics."""
+  row = (paper or {}).get(name, {})
+  entry = results["models"].get(name)
+  if entry is None:
+    return [_beside("diverged", row.get(m)) for m in results["metrics"]] + ["—"] * 3
+  distance = entry.get("distance_to_retrain")  # report.aggregate's
+  seconds = entry["seconds"]["mean"]
+  return [*(_beside(f"{entry[m]['mean']:.2f} ± {entry[m]['std']:.2f}", row.get(m))
+            for m in results["metrics"]),
+          "—" if distance is None or name == "retrain" else f"{distance:.2f}",
+          f"{seconds:.0f}", f"{seconds / results['models']['retrain']['seconds']['mean']:.2f}"]
+
+
+def _beside(cell, paper_cell):
   return cell + (f" ({paper_cell[0]:.2f})" if paper_cell else "")
-
-
-def _diverged(paper_cell):
-  return "diverged" + (f" ({paper_cell[0]:.2f})" if paper_cell else "")
 
 
 def markdown(results, label_agnostic):
   """The paper's layout: Retrain, label-aware methods, label-agnostic ones (`label_agnostic`:
   their names), each cell ours (the paper's), then distance, wall time and its ratio to Retrain's."""
-  metrics, paper = results["metrics"], table(results["dataset"], results["setup"])
-  models = results["models"]
-  order = {name: i for i, name in enumerate(ROWS + ABLATION_ROWS)}
-  diverged = results.get("diverged", {})  # no metrics: a row that says so
-  methods = sorted((n for n in (*models, *diverged) if n not in ("initial", "retrain")),
-                   key=lambda n: (n in label_agnostic, order.get(n, len(order)), n))
-  retrain_seconds = models["retrain"]["seconds"]["mean"]
-  header = ["", "method", *metrics, "distance to Retrain", "time (s)", "time / Retrain"]
+  paper = table(results["dataset"], results["setup"])
+  header = ["", "method", *results["metrics"], "distance to Retrain", "time (s)",
+            "time / Retrain"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for name in ["initial", "retrain", *methods]:
+  names = ordered((*results["models"], *results.get("diverged", {})), label_agnostic)
+  for name in ["initial", "retrain", *names]:
     group = ("" if name in ("initial", "retrain") else
              "agnostic" if name in label_agnostic else "aware")
-    if name in diverged:
-      lines.append("| " + " | ".join([group, name, *(_diverged(paper.get(name, {}).get(m))
-                                                     for m in metrics), "—", "—", "—"]) + " |")
-      continue
-    entry = models[name]
-    cells = [_ours(entry, m, paper.get(name, {}).get(m)) for m in metrics]
-    distance = entry.get("distance_to_retrain")  # report.aggregate's, valid: Retrain is shared
-    seconds = entry["seconds"]["mean"]
-    lines.append("| " + " | ".join([group, "f_D" if name == "initial" else name, *cells,
-                                    "—" if distance is None or name == "retrain" else f"{distance:.2f}",
-                                    f"{seconds:.0f}", f"{seconds / retrain_seconds:.2f}"]) + " |")
+    lines.append("| " + " | ".join([group, "f_D" if name == "initial" else name,
+                                    *cells(results, name, paper)]) + " |")
   note = (f"{results['dataset']}, {results['setup']} setup, seeds {results['seeds']}: ours, mean ± "
           "std % over seeds (the paper's mean in brackets where its table has the cell). "
           "Time: the stage's wall time without compilation; f_D's is pretraining.")
