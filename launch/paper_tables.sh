@@ -1,31 +1,35 @@
 #!/usr/bin/env bash
-# The paper's Tables 1-4 on MNIST and Fashion-MNIST (class and data level),
-# every method and MixUnlearn's ablations beside the paper's numbers, and the
-# stopping rule against each method's fixed budget (README, "Stopping rule").
+# The paper's Tables 1-6 on the datasets these machines hold: MNIST and
+# Fashion-MNIST at class and data level (every method, MixUnlearn's ablations),
+# MNIST noisy (label-aware methods) and semi (label-agnostic), each beside the
+# paper's numbers; and the stopping rule against each method's fixed budget
+# (README, "Stopping rule").
 #
 #   launch/paper_tables.sh [runs] [extra overrides, e.g. --config.seeds='(0,)']
 #
-# Per dataset and setup, the base workdir trains f_D and Retrain and runs
-# MixUnlearn; the label-aware baselines, the label-agnostic ones and the
-# ablations run in workdirs of their own that reuse both (the data level
-# reuses the class level's f_D: same data, same seeds). Every run checks the
-# stopping rule without stopping (stop.dry_run): the held-out pool it needs
-# (100 training images per class) is left out of D, so D is 1.7% smaller than
-# the paper's. tables.py merges the four into <runs>/<dataset>_<setup>_table.md.
-# Then the same methods but the ablations run again with the rule on
-# (<base>_rule_*, reusing f_D and Retrain), and the table file gains each
-# method's fixed budget against the rule.
+# Per dataset and setup, the base workdir trains Retrain and runs MixUnlearn;
+# the label-aware baselines, the label-agnostic ones and the ablations run in
+# workdirs of their own that reuse f_D and Retrain (class and data level share
+# the class level's f_D: same data, same seeds). Class- and data-level runs
+# check the stopping rule without stopping (stop.dry_run): the held-out pool
+# it needs (100 training images per class) is left out of D, so D is 1.7%
+# smaller than the paper's. Then MixUnlearn and the baselines run again with
+# the rule on (<base>_rule*, same f_D and Retrain). tables.py writes
+# <runs>/<dataset>_<setup>_table.md from the finished workdirs: the paper's
+# layout, then each method's fixed budget against the rule.
 # Every job resumes where it was killed: run the same command again to go on.
 #
 # SEEDS (default '(0,1,2)') and DATASETS (default 'mnist fmnist') choose the
 # runs. Cost on 2 CPU cores shared with other jobs (2026-12-01): the MNIST class
 # base (f_D, Retrain, both MixUnlearn modes, 3 seeds) took 39 minutes; the
-# baseline groups, with SISA's and DSMixup's shard ensembles, take longer.
+# baseline groups, with SISA's and DSMixup's shard ensembles, take longer; the
+# semi setup's Mean Teacher about 47 minutes per seed for f_D.
 set -euo pipefail
 runs=${1:-runs}
 shift || true
 extra=("$@")
 seeds=${SEEDS:-(0,1,2)}
+datasets=${DATASETS:-mnist fmnist}
 declare -A methods
 methods[base]="'mixunlearn_aware','mixunlearn_agnostic'"
 methods[aware]="'neggrad','boundary_shrink','sisa','unrolling','teacher_student','scrub','dsmixup','gli',\
@@ -34,7 +38,10 @@ methods[agnostic]="'laf','randlabel','lmix'"
 methods[ablations]="'mixunlearn_agnostic_vanilla_mixup_alpha035','mixunlearn_agnostic_vanilla_mixup',\
 'mixunlearn_agnostic_vanilla_mixup_alpha150','mixunlearn_agnostic_no_real',\
 'mixunlearn_agnostic_no_mix','mixunlearn_agnostic_no_sharpen'"
+# The first pass runs the ablation that says what the generator adds (issue 19).
+methods[vanilla]="'mixunlearn_agnostic_vanilla_mixup'"
 declare -A raw=([mnist]=mnist [fmnist]=fashion_mnist)
+declare -A config=([class]=class [data]=data [noisy]=data [semi]=semi)
 
 # main <workdir> <methods> [overrides...]
 main() {
@@ -44,29 +51,31 @@ main() {
       --config.methods="($methods)" "$@"
 }
 
-# setup <short> <setup> <groups> <rule groups>: the fixed-budget runs of the
-# groups (suffixes of the base workdir; "base" is the base itself), the rule's
-# runs, then the table of everything run so far for this dataset and setup.
+# setup <short> <setup> <groups> <rule groups> [<base methods>]: the
+# fixed-budget runs of the groups (workdir suffixes of the base; "base" is the
+# base itself, "vanilla" runs in the ablations' workdir), the rule's runs, then
+# the table of everything finished for this dataset and setup. The noisy and
+# semi setups train their own f_D and run without the rule.
 setup() {
-  local short=$1 setup=$2 groups=$3 rule_groups=$4
+  local short=$1 setup=$2 groups=$3 rule_groups=$4 base_methods=${5:-${methods[base]}}
   local base="$runs/${short}_${setup}_paper"
   # f_D lives in the class-level base (a reused stage is not passed on), Retrain in each base.
-  local f_d="$runs/${short}_class_paper"
-  common=(--config=configs/${short}_${setup}.py --config.seeds="$seeds"
-          --config.data.manual_dir=../shared/datasets/${raw[$short]} --config.stop.enabled=True
-          "${extra[@]}")
+  local f_d="$runs/${short}_class_paper" stop=(--config.stop.enabled=True --config.stop.dry_run=True)
+  if [ "$setup" = noisy ] || [ "$setup" = semi ]; then f_d=$base stop=(); fi
+  common=(--config=configs/${short}_${config[$setup]}.py --config.setup=$setup --config.seeds="$seeds"
+          --config.data.manual_dir=../shared/datasets/${raw[$short]} "${extra[@]}")
   local reuse=(--config.pretrain.reuse_workdir="$f_d" --config.retrain.reuse_workdir="$base")
   local group first=()
   [ "$setup" = data ] && first=(--config.pretrain.reuse_workdir="$f_d")
   for group in $groups; do
-    if [ "$group" = base ]; then
-      main "$base" "${methods[base]}" --config.stop.dry_run=True "${first[@]}"
-    else
-      main "${base}_$group" "${methods[$group]}" --config.stop.dry_run=True "${reuse[@]}"
-    fi
+    case $group in
+      base) main "$base" "$base_methods" "${stop[@]}" "${first[@]}" ;;
+      vanilla) main "${base}_ablations" "${methods[vanilla]}" "${stop[@]}" "${reuse[@]}" ;;
+      *) main "${base}_$group" "${methods[$group]}" "${stop[@]}" "${reuse[@]}" ;;
+    esac
   done
   for group in $rule_groups; do
-    main "$(rule_workdir "$base" "$group")" "${methods[$group]}" "${reuse[@]}"
+    main "$(rule_workdir "$base" "$group")" "${methods[$group]}" --config.stop.enabled=True "${reuse[@]}"
   done
   python -m mixunlearn_jax.tables --out="$runs/${short}_${setup}_table.md" \
       --workdirs="$(existing "$base" "${base}_aware" "${base}_agnostic" "${base}_ablations")" \
@@ -86,18 +95,22 @@ existing() {
   (IFS=,; echo "${found[*]}")
 }
 
-# Two passes over the datasets: first what issues 19 and 21 need (MixUnlearn,
-# the label-agnostic baselines, the ablations, the rule against the fixed
-# budget), then the label-aware baselines, whose SISA and DSMixup shard
-# ensembles cost the most.
-for pass in first second; do
-  for short in ${DATASETS:-mnist fmnist}; do
-    for setup in class data; do
-      if [ $pass = first ]; then
-        setup "$short" "$setup" "base agnostic ablations" "base agnostic"
-      else
-        setup "$short" "$setup" aware aware
-      fi
-    done
+# Three passes: first what issues 19 and 21 need (MixUnlearn, the
+# label-agnostic baselines, vanilla mixup in place of the MixBlock, the rule
+# against the fixed budget), then the label-aware baselines, whose SISA and
+# DSMixup shard ensembles cost the most, and the other ablations; last the
+# noisy (label-aware methods) and semi (label-agnostic) setups on MNIST.
+for short in $datasets; do
+  for level in class data; do
+    setup "$short" "$level" "base agnostic vanilla" "base agnostic"
   done
 done
+for short in $datasets; do
+  for level in class data; do
+    setup "$short" "$level" "aware ablations" aware
+  done
+done
+if [[ " $datasets " == *" mnist "* ]]; then
+  setup mnist noisy "base aware" "" "'mixunlearn_aware'"
+  setup mnist semi "base agnostic" "" "'mixunlearn_agnostic'"
+fi
