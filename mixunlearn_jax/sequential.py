@@ -27,6 +27,7 @@ import numpy as np
 
 from mixunlearn_jax import data
 from mixunlearn_jax import experiment
+from mixunlearn_jax.engine import loop
 from mixunlearn_jax.evaluation import metrics
 from mixunlearn_jax.evaluation import report
 
@@ -85,22 +86,33 @@ def request_trainers(job, seed):
   starts from its own result for request r-1 (request 1: from f_D)."""
   base, runs = request_runs(job, seed)
   initial = functools.cache(functools.partial(experiment.pretrain, base))
-  previous = {name: initial for name in job.config.methods}
+  previous, previous_run = {name: initial for name in job.config.methods}, None
   for r, run_ in enumerate(runs, 1):
     logging.info("Seed %d: deletion request %d of %d (%d samples; %d deleted so far).", seed, r,
                  len(runs), len(run_.request), len(run_.split.forget))
     current = {name: functools.cache(functools.partial(
-        experiment.unlearn, run_, name, _classifier_of(previous[name], name)))
+        experiment.unlearn, run_, name, _classifier_of(previous[name], name, previous_run)))
                for name in job.config.methods}
     yield run_, {experiment.INITIAL: initial,
                  experiment.RETRAIN: functools.partial(experiment.retrain, run_), **current}
-    previous = current
+    previous, previous_run = current, run_
 
 
-def _classifier_of(trained, name):
-  """`trained`, checked to be a classifier's variables: the next request starts from them."""
+def _classifier_of(trained, name, previous_run):
+  """`trained`, checked to be a classifier's variables: the next request starts from them.
+
+  If the lineage diverged in `previous_run` (the request before; None for
+  f_D), its record is raised again rather than the stage rerun to its NaN.
+  """
 
   def checked():
+    record = (os.path.join(previous_run.dir, "eval", f"{name}.json")
+              if previous_run is not None else None)
+    if record and os.path.exists(record):
+      with open(record) as f:
+        failure = json.load(f).get("diverged")
+      if failure:
+        raise loop.NonFiniteLossError(failure["stage"], failure["step"], failure["values"])
     result = trained()
     if result.predict is not None:
       raise ValueError(f"{name} keeps its own model (predict), not one classifier; "
