@@ -135,13 +135,18 @@ def pretraining_recipe(config):
 def parse_override(text, config):
   """'mixunlearn.alpha=0.3,0.75' -> ('mixunlearn.alpha', [0.3, 0.75]), typed like the field."""
   field, _, values = text.partition("=")
+  kind = type(get_field(config, field))
+  return field, [kind(v) if kind is not bool else v.lower() == "true" for v in values.split(",")]
+
+
+def get_field(config, field):
+  """The value of dotted `field` of `config`; a clear error for a typo."""
   current = config
   for part in field.split("."):
     if part not in current:
       raise ValueError(f"{field!r} is not a config field.")
     current = current[part]
-  kind = type(current)
-  return field, [kind(v) if kind is not bool else v.lower() == "true" for v in values.split(",")]
+  return current
 
 
 def set_field(config, field, values):

@@ -115,14 +115,14 @@ def test_randlabel_loss_matches_numpy(setting):
   targets = np.array([3, 0, 9, 3, 1])
   for outputs in ("probs", "logits"):
     hp = config_lib.base_config().randlabel
-    hp.outputs = outputs
+    hp.outputs, hp.retain_weight = outputs, 0.3
     loss, _ = randlabel.loss_fn(moved["params"], moved["batch_stats"], batch, initial,
                                 jnp.asarray(targets), model=model, hp=hp)
     convert = (lambda z: np.exp(log_softmax_np(z))) if outputs == "probs" else (lambda z: z)
     out_f = convert(logits_np(model, moved, batch["forget"]["image"]))
     out_r = convert(logits_np(model, moved, batch["remain"]["image"]))
     ref_r = convert(logits_np(model, initial, batch["remain"]["image"]))
-    expected = ((out_f - np.eye(10)[targets])**2).mean() + ((out_r - ref_r)**2).mean()
+    expected = ((out_f - np.eye(10)[targets])**2).mean() + 0.3 * ((out_r - ref_r)**2).mean()
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
 

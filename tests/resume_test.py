@@ -35,10 +35,10 @@ def kill_when(cmd, devices, pattern):
 # other MixUnlearn mode), or the same sub-stages (DSMixup: SISA's; LAF, L-Mix: LAF+R's); they
 # run in the killed workdir's restarts too, but each kill is a process start: the suite's time.
 KILLS = {"mixunlearn_aware": ("",),  # a generator's and an unlearner's state, lax.cond
-         "scrub": ("epoch1_max", "epoch2_min"),  # phases with their own optimizer, `enter`
-         "teacher_student": ("teacher",),  # a trained sub-stage: a second model
+         "scrub": ("epoch2_min",),  # phases with their own optimizer, `enter`, after others
+         "teacher_student": ("teacher",),  # a trained sub-stage: a second model (LAF's VAEs too)
          "sisa": ("train_slice1", ""),  # the vmapped shard ensemble, then its retraining
-         "laf_r": ("forget_vae", "unlearn", "repair")}  # a VAE sub-stage, then two phases
+         "laf_r": ("unlearn", "repair")}  # two optimizers in one phase, then the next phase
 
 
 def kill_points(workdir):

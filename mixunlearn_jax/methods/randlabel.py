@@ -3,7 +3,7 @@
 Each forget sample gets a uniformly random class ỹ, a function of the method's
 seed and the sample's dataset index, so it is the same on every epoch and
 after a resume; the remain target is f_D's output on the same image:
-L = MSE(p(x_f), onehot(ỹ)) + MSE(p(x_r), p_D(x_r)), on paired batches, an
+L = MSE(p(x_f), onehot(ỹ)) + w_r MSE(p(x_r), p_D(x_r)), on paired batches, an
 epoch being one pass over D_f (LAF's loaders).
 """
 
@@ -25,6 +25,7 @@ def default_config():
   c.epochs = 20  # passes over D_f
   c.lr = 1e-4
   c.batch_size = 32
+  c.retain_weight = 1.0  # w_r; the paper's grid (A.3) {1e-4, 0.01, 0.1, 1, 10, 100}
   c.outputs = "probs"  # the MSE on 'probs' (softmax) or 'logits' (open point)
   c.fixed_targets = True  # one ỹ per sample for the whole run; False: a new one every epoch
   c.batchnorm_train = False  # LAF protocol: statistics frozen
@@ -53,7 +54,7 @@ def loss_fn(params, batch_stats, batch, initial, targets, *, model, hp):
   mse_forget = losses.squared_error(out_f, jax.nn.one_hot(targets, out_f.shape[-1])).mean()
   mse_remain = losses.squared_error(
       out_r, jax.lax.stop_gradient(outputs(reference, hp.outputs))).mean()
-  return mse_forget + mse_remain, {"mse_forget": mse_forget, "mse_remain": mse_remain,
+  return mse_forget + hp.retain_weight * mse_remain, {"mse_forget": mse_forget, "mse_remain": mse_remain,
                                    "batch_stats": batch_stats}
 
 
