@@ -69,13 +69,13 @@ def run_sweep(config, workdir, grids, tune=False):
       point.unlock()
       for stage in ("pretrain", "retrain"):  # the base may itself reuse another workdir
         point[stage].reuse_workdir = config[stage].reuse_workdir or base_dir
-      fields = {**chosen, field: value}
-      for name, v in fields.items():
+      values_here = {**chosen, field: value}
+      for name, v in values_here.items():
         config_lib.set_field(point, name, [v])
       point.lock()
-      # The name holds the values chosen before, so that no two points share a workdir.
-      name = ",".join(f"{f}={v}" for f, v in fields.items())
-      table[field][value] = experiment.run(point, os.path.join(workdir, name))
+      # The folder names the values chosen before too, so that no two points share one.
+      folder = ",".join(f"{name}={v}" for name, v in values_here.items())
+      table[field][value] = experiment.run(point, os.path.join(workdir, folder))
     if tune:
       chosen[field] = closest(table[field], config.methods[0],
                               default=config_lib.get_field(config, field))
