@@ -135,3 +135,10 @@ def test_fixed_budget_against_the_rule_pairs_each_method_s_runs_with_their_stops
   other = workdir("other", {**shared, "retrain": (97.0, 200.0), "neggrad": (90.0, 1.0)}, {})
   with pytest.raises(ValueError, match="different retrain"):
     tables.fixed_against_rule([fixed], [other])
+
+
+def test_the_stop_cell_names_the_seeds_where_the_dry_run_s_rule_was_never_met():
+  stop = {"step": {"mean": 3700.0}, "budget": 3700, "reasons": ["budget"] * 3}
+  assert (report.stop_cell({**stop, "rule_steps": [350, None, 2150]})
+          == "3700/3700 budget (rule met at 350, never, 2150)")
+  assert report.stop_cell({**stop, "rule_steps": [None] * 3}) == "3700/3700 budget (rule never met)"

@@ -69,12 +69,16 @@ def _stopping(summaries):
 
 
 def stop_cell(stop):
-  """'740/3700 forgotten'; a run to its budget adds where the rule was met (dry runs)."""
+  """'740/3700 forgotten'; a run to its budget adds where the rule was met, seed by seed
+  (dry runs)."""
   reasons = ", ".join(sorted(set(stop["reasons"])))
   cell = f"{stop['step']['mean']:.0f}/{stop['budget']} {reasons}"
-  met = [step for step in stop["rule_steps"] if step is not None]
+  steps = stop["rule_steps"]
   if "budget" in stop["reasons"]:
-    cell += f" (rule met at {', '.join(map(str, met))})" if met else " (rule never met)"
+    if all(step is None for step in steps):
+      cell += " (rule never met)"
+    else:
+      cell += f" (rule met at {', '.join('never' if s is None else str(s) for s in steps)})"
   return cell
 
 
