@@ -95,14 +95,14 @@ existing() {
   (IFS=,; echo "${found[*]}")
 }
 
-# Three passes: first what issues 19 and 21 need (MixUnlearn, the
-# label-agnostic baselines, vanilla mixup in place of the MixBlock, the rule
+# Three passes: first what issues 19 and 21 need (MixUnlearn, vanilla mixup
+# in place of the MixBlock, the label-agnostic baselines, the rule
 # against the fixed budget), then the label-aware baselines, whose SISA and
 # DSMixup shard ensembles cost the most, and the other ablations; last the
 # noisy (label-aware methods) and semi (label-agnostic) setups on MNIST.
 for short in $datasets; do
   for level in class data; do
-    setup "$short" "$level" "base agnostic vanilla" "base agnostic"
+    setup "$short" "$level" "base vanilla agnostic" "base agnostic"
   done
 done
 for short in $datasets; do
