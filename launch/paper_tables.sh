@@ -19,8 +19,11 @@
 # layout, then each method's fixed budget against the rule.
 # Every job resumes where it was killed: run the same command again to go on.
 #
-# SEEDS (default '(0,1,2)') and DATASETS (default 'mnist fmnist') choose the
-# runs. Cost on 2 CPU cores shared with other jobs (2026-12-01): the MNIST class
+# SEEDS (default '(0,1,2)'), DATASETS (default 'mnist fmnist'), LEVELS (default
+# 'class data') and PASSES (default '1 2 3') choose the runs; two launchers may
+# run side by side on different datasets or levels (a data-level launcher
+# started before the class level's base exists trains its own f_D, the same
+# model, and keeps it). Cost on 2 CPU cores shared with other jobs (2026-12-01): the MNIST class
 # base (f_D, Retrain, both MixUnlearn modes, 3 seeds) took 39 minutes; the
 # baseline groups, with SISA's and DSMixup's shard ensembles, take longer; the
 # semi setup's Mean Teacher about 47 minutes per seed for f_D.
@@ -30,6 +33,8 @@ shift || true
 extra=("$@")
 seeds=${SEEDS:-(0,1,2)}
 datasets=${DATASETS:-mnist fmnist}
+levels=${LEVELS:-class data}
+passes=${PASSES:-1 2 3}
 declare -A methods
 methods[base]="'mixunlearn_aware','mixunlearn_agnostic'"
 methods[aware]="'neggrad','boundary_shrink','sisa','unrolling','teacher_student','scrub','dsmixup','gli',\
@@ -62,11 +67,12 @@ setup() {
   # f_D lives in the class-level base (a reused stage is not passed on), Retrain in each base.
   local f_d="$runs/${short}_class_paper" stop=(--config.stop.enabled=True --config.stop.dry_run=True)
   if [ "$setup" = noisy ] || [ "$setup" = semi ]; then f_d=$base stop=(); fi
+  if [ "$setup" = data ] && { [ ! -d "$f_d" ] || compgen -G "$base/seed_*/pretrain" > /dev/null; }; then f_d=$base; fi
   common=(--config=configs/${short}_${config[$setup]}.py --config.setup=$setup --config.seeds="$seeds"
           --config.data.manual_dir=../shared/datasets/${raw[$short]} "${extra[@]}")
   local reuse=(--config.pretrain.reuse_workdir="$f_d" --config.retrain.reuse_workdir="$base")
   local group first=()
-  [ "$setup" = data ] && first=(--config.pretrain.reuse_workdir="$f_d")
+  [ "$f_d" != "$base" ] && first=(--config.pretrain.reuse_workdir="$f_d")
   for group in $groups; do
     case $group in
       base) main "$base" "$base_methods" "${stop[@]}" "${first[@]}" ;;
@@ -102,17 +108,17 @@ existing() {
 # against the fixed budget), then the label-aware baselines, whose SISA and
 # DSMixup shard ensembles cost the most, and the other ablations; last the
 # noisy (label-aware methods) and semi (label-agnostic) setups on MNIST.
-for short in $datasets; do
-  for level in class data; do
-    setup "$short" "$level" "base vanilla agnostic" "base agnostic"
+if [[ " $passes " == *" 1 "* ]]; then
+  for short in $datasets; do
+    for level in $levels; do setup "$short" "$level" "base vanilla agnostic" "base agnostic"; done
   done
-done
-for short in $datasets; do
-  for level in class data; do
-    setup "$short" "$level" "aware ablations" aware
+fi
+if [[ " $passes " == *" 2 "* ]]; then
+  for short in $datasets; do
+    for level in $levels; do setup "$short" "$level" "aware ablations" aware; done
   done
-done
-if [[ " $datasets " == *" mnist "* ]]; then
+fi
+if [[ " $passes " == *" 3 "* ]] && [[ " $datasets " == *" mnist "* ]]; then
   setup mnist noisy "base aware" "" "'mixunlearn_aware'"
   setup mnist semi "base agnostic" "" "'mixunlearn_agnostic'"
 fi
