@@ -23,10 +23,12 @@
 # 'class data') and PASSES (default '1 2 3') choose the runs; two launchers may
 # run side by side on different datasets or levels (a data-level launcher
 # started before the class level's base exists trains its own f_D, the same
-# model, and keeps it). Cost on 2 CPU cores shared with other jobs (2026-12-01): the MNIST class
-# base (f_D, Retrain, both MixUnlearn modes, 3 seeds) took 39 minutes; the
-# baseline groups, with SISA's and DSMixup's shard ensembles, take longer; the
-# semi setup's Mean Teacher about 47 minutes per seed for f_D.
+# model, and keeps it). On 2 CPU cores, run one launcher per core, each
+# single-threaded (XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c N
+# ...): the first pass took 2 h for Fashion-MNIST class level and 2.3 h for
+# MNIST data level (its own f_D) on 2026-12-01, 3 seeds; the second pass's
+# SISA and DSMixup shard ensembles cost more; the semi setup's Mean Teacher
+# about 47 minutes per seed for f_D.
 set -euo pipefail
 runs=${1:-runs}
 shift || true
