@@ -25,8 +25,9 @@
 # started before the class level's base exists trains its own f_D, the same
 # model, and keeps it). On 2 CPU cores, run one launcher per core, each
 # single-threaded (XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c N
-# ...): the first pass took 2 h for Fashion-MNIST class level and 2.3 h for
-# MNIST data level (its own f_D) on 2026-12-01, 3 seeds; the second pass's
+# ...): the first pass took 2.1 h for Fashion-MNIST class level and 2.3 h for
+# MNIST data level (its own f_D; its last 20 minutes split by seed over both
+# cores) on 2026-12-01, 3 seeds; the second pass's
 # SISA and DSMixup shard ensembles cost more; the semi setup's Mean Teacher
 # about 47 minutes per seed for f_D.
 set -euo pipefail
@@ -66,7 +67,8 @@ main() {
 setup() {
   local short=$1 setup=$2 groups=$3 rule_groups=$4 base_methods=${5:-${methods[base]}}
   local base="$runs/${short}_${setup}_paper"
-  # f_D lives in the class-level base (a reused stage is not passed on), Retrain in each base.
+  # f_D lives in the class-level base (a reused stage is not passed on), Retrain in each base;
+  # a data-level base that has trained its own f_D (no class level then) keeps it.
   local f_d="$runs/${short}_class_paper" stop=(--config.stop.enabled=True --config.stop.dry_run=True)
   if [ "$setup" = noisy ] || [ "$setup" = semi ]; then f_d=$base stop=(); fi
   if [ "$setup" = data ] && { [ ! -d "$f_d" ] || compgen -G "$base/seed_*/pretrain" > /dev/null; }; then f_d=$base; fi
