@@ -15,8 +15,9 @@
 # runs at their published defaults (SISA, DSMixup, Unrolling, LAF, LAF+R) and
 # MixUnlearn (the paper's settings) are not tuned.
 #
-# DATASETS (default 'mnist fmnist') and SETUPS (default 'class data') choose
-# the runs. Every sweep resumes where it was killed.
+# DATASETS (default 'mnist fmnist'), SETUPS (default 'class data') and METHODS
+# (default: all seven, in the order below) choose the runs. Every sweep resumes
+# where it was killed.
 set -euo pipefail
 runs=${1:-runs}
 shift || true
@@ -37,15 +38,17 @@ declare -A raw=([mnist]=mnist [fmnist]=fashion_mnist)
 
 for short in ${DATASETS:-mnist fmnist}; do
   for setup in ${SETUPS:-class data}; do
-    base="$runs/${short}_${setup}_paper"
+    base="$runs/${short}_${setup}_paper" f_d="$runs/${short}_class_paper"
+    # A data-level base that trained its own f_D (no class level then) has it.
+    if compgen -G "$base/seed_*/pretrain" > /dev/null; then f_d=$base; fi
     # Teacher-Student last: each of its points trains a teacher on D_r (10 epochs).
-    for method in neggrad boundary_shrink scrub gli randlabel lmix teacher_student; do
+    for method in ${METHODS:-neggrad boundary_shrink scrub gli randlabel lmix teacher_student}; do
       # shellcheck disable=SC2086  # the grids are several flags
       python -m mixunlearn_jax.sweep --config=configs/${short}_${setup}.py --tune \
           --workdir="$runs/${short}_${setup}_tune/$method" --config.seeds='(0,)' \
           --config.methods="('$method',)" --config.data.manual_dir=../shared/datasets/${raw[$short]} \
           --config.stop.enabled=True --config.stop.dry_run=True \
-          --config.pretrain.reuse_workdir="$runs/${short}_class_paper" \
+          --config.pretrain.reuse_workdir="$f_d" \
           --config.retrain.reuse_workdir="$base" ${grids[$method]} "${extra[@]}"
     done
   done
