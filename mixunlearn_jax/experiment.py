@@ -136,7 +136,7 @@ def run(config, workdir, *, overwrite=False):
   for seed in config.seeds:
     run_seed(job, seed, progress)
   if jax.process_index() == 0:
-    return report.rebuild(workdir, metrics.metric_names(config.setup))
+    return report.rebuild(workdir, metrics.metric_names(config.setup), config.to_dict())
   return None
 
 

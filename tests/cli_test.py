@@ -114,6 +114,13 @@ def test_report_of_an_unfinished_workdir_names_what_is_missing(tmp_path):
     report.rebuild(str(tmp_path), ("Test_r",))
 
 
+def test_a_job_s_report_reads_its_own_seeds_not_those_another_process_wrote(tmp_path):
+  # Processes that share a workdir, one per seed, each rewrite config.json when they start.
+  (tmp_path / "config.json").write_text(json.dumps({"methods": ["scrub"], "seeds": [0]}))
+  with pytest.raises(FileNotFoundError, match="unfinished: no evaluation yet of seed 1: initial"):
+    report.rebuild(str(tmp_path), ("Test_r",), {"methods": ["scrub"], "seeds": [1]})
+
+
 def test_samples_plot_scales_the_masks_to_their_range(tmp_path):
   rng = np.random.default_rng(0)
   mask0 = 0.49 + 0.02 * rng.random((4, 6, 6, 1))

@@ -138,10 +138,16 @@ def _distance_note(results):
           f" ({', '.join(outside)}: another attack protocol, not in it).") if outside else ""
 
 
-def rebuild(workdir, metric_names):
-  """Writes results.json, results.md and plots/ from seed_*/eval/; returns the results."""
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = json.load(f)
+def rebuild(workdir, metric_names, config=None):
+  """Writes results.json, results.md and plots/ from seed_*/eval/; returns the results.
+
+  `config` (a dict) names the seeds and methods; by default the workdir's
+  config.json, which processes sharing the workdir (one per seed) each
+  rewrite when they start, so a job passes its own.
+  """
+  if config is None:
+    with open(os.path.join(workdir, "config.json")) as f:
+      config = json.load(f)
   names = ["initial", REFERENCE, *config["methods"]]
   evals = {seed: os.path.join(workdir, f"seed_{seed}", "eval") for seed in config["seeds"]}
   missing = [f"seed {seed}: {name}" for seed, folder in evals.items() for name in names
