@@ -1,5 +1,6 @@
 r"""Fashion-MNIST, data-level unlearning (forget a random 40% of classes 5-9), with the
-paper's settings (CNN, 5 seeds) but tau_real = 4.
+paper's settings (CNN, 5 seeds) but tau_real = 4; RandLabel's retain weight tuned by the
+paper's rule (below).
 
   python -m mixunlearn_jax.main --config=configs/fmnist_data.py --workdir=runs/fmnist_data --config.data.manual_dir=../shared/datasets/fashion_mnist
 
@@ -22,4 +23,7 @@ from mixunlearn_jax import config
 def get_config():
   c = config.paper_config("fashion_mnist", "data")
   c.mixunlearn.tau_real = 4.0
+  # launch/tune.sh (the paper's grid, seed 0, closest to Retrain; docs/results.md): distance
+  # 2.22 against 7.37 at the default 1.0, which over-forgets (Train_f 76.1, Retrain 89.2).
+  c.randlabel.retain_weight = 10.0
   return c
