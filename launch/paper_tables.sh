@@ -31,6 +31,7 @@
 # SISA and DSMixup shard ensembles cost more; the semi setup's Mean Teacher
 # about 47 minutes per seed for f_D.
 set -euo pipefail
+source "$(dirname "$0")/paper_workdirs.sh"
 runs=${1:-runs}
 shift || true
 extra=("$@")
@@ -67,11 +68,10 @@ main() {
 setup() {
   local short=$1 setup=$2 groups=$3 rule_groups=$4 base_methods=${5:-${methods[base]}}
   local base="$runs/${short}_${setup}_paper"
-  # f_D lives in the class-level base (a reused stage is not passed on), Retrain in each base;
-  # a data-level base that has trained its own f_D (no class level then) keeps it.
-  local f_d="$runs/${short}_class_paper" stop=(--config.stop.enabled=True --config.stop.dry_run=True)
-  if [ "$setup" = noisy ] || [ "$setup" = semi ]; then f_d=$base stop=(); fi
-  if [ "$setup" = data ] && { [ ! -d "$f_d" ] || compgen -G "$base/seed_*/pretrain" > /dev/null; }; then f_d=$base; fi
+  # Retrain lives in each base; a reused stage is not passed on, so each run names f_D's own.
+  local f_d stop=(--config.stop.enabled=True --config.stop.dry_run=True)
+  f_d=$(f_d_workdir "$runs" "$short" "$setup")
+  if [ "$setup" = noisy ] || [ "$setup" = semi ]; then stop=(); fi
   common=(--config=configs/${short}_${config[$setup]}.py --config.setup=$setup --config.seeds="$seeds"
           --config.data.manual_dir=../shared/datasets/${raw[$short]} "${extra[@]}")
   local reuse=(--config.pretrain.reuse_workdir="$f_d" --config.retrain.reuse_workdir="$base")

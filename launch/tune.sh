@@ -19,6 +19,7 @@
 # (default: all seven, in the order below) choose the runs. Every sweep resumes
 # where it was killed.
 set -euo pipefail
+source "$(dirname "$0")/paper_workdirs.sh"
 runs=${1:-runs}
 shift || true
 extra=("$@")
@@ -38,9 +39,7 @@ declare -A raw=([mnist]=mnist [fmnist]=fashion_mnist)
 
 for short in ${DATASETS:-mnist fmnist}; do
   for setup in ${SETUPS:-class data}; do
-    base="$runs/${short}_${setup}_paper" f_d="$runs/${short}_class_paper"
-    # A data-level base that trained its own f_D (no class level then) has it.
-    if compgen -G "$base/seed_*/pretrain" > /dev/null; then f_d=$base; fi
+    base="$runs/${short}_${setup}_paper" f_d=$(f_d_workdir "$runs" "$short" "$setup")
     # Teacher-Student last: each of its points trains a teacher on D_r (10 epochs).
     for method in ${METHODS:-neggrad boundary_shrink scrub gli randlabel lmix teacher_student}; do
       # shellcheck disable=SC2086  # the grids are several flags
