@@ -9,6 +9,7 @@ from mixunlearn_jax import config as config_lib
 from mixunlearn_jax import losses
 from mixunlearn_jax import methods
 from mixunlearn_jax import models
+from mixunlearn_jax.engine import identity
 from mixunlearn_jax.engine import parallel
 from mixunlearn_jax.engine import supervised
 from mixunlearn_jax.methods import laf
@@ -25,10 +26,11 @@ def setting():
   return model, mesh, initial, moved
 
 
-def hyperparameters(**overrides):
-  hp = config_lib.base_config().laf
-  hp.update(dict(batch_size=8, vae_batch_size=8, **overrides))
-  return hp
+def hyperparameters(name="lmix", **overrides):
+  """`name`'s hyperparameters as a run hands them over: without the fields it ignores."""
+  config = config_lib.base_config()
+  config.laf.update(dict(batch_size=8, vae_batch_size=8, **overrides))
+  return methods.get(name).hyperparameters(config)
 
 
 def deterministic(vae_params):
@@ -48,7 +50,7 @@ def build(name, setting, **overrides):
 
   ctx = methods.UnlearnContext(
       model=model, initial=initial, image_shape=SHAPE, num_classes=10, num_forget=37,
-      num_remain=90, batch_size=8, config=hyperparameters(**overrides), seed=3, mesh=mesh,
+      num_remain=90, batch_size=8, config=hyperparameters(name, **overrides), seed=3, mesh=mesh,
       run=run)
   return methods.get(name).build(ctx), ran
 
@@ -416,6 +418,18 @@ def test_vaes_train_as_sub_stages_and_only_laf_r_repair_reads_labels(setting, na
     jax.tree.map(np.testing.assert_array_equal, program.frozen[vae], trained[vae])
   assert np.any(np.asarray(program.frozen["forget_vae"]["mu"]["kernel"])
                 != np.asarray(program.frozen["remain_vae"]["mu"]["kernel"]))
+
+
+def test_a_stage_identity_holds_only_the_shared_sections_fields_its_method_reads():
+  config, tuned = config_lib.base_config(), config_lib.base_config()
+  tuned.laf.update(mix_alpha=0.3, repair_lr=1e-3)
+  fields = lambda c, name: identity.stage_fields(c, "unlearn", methods.get(name))  # noqa: E731
+  assert identity.differing(fields(config, "laf"), fields(tuned, "laf")) == []
+  assert identity.differing(fields(config, "laf_r"), fields(tuned, "laf_r")) == ["laf.repair_lr"]
+  assert identity.differing(fields(config, "lmix"), fields(tuned, "lmix")) == ["laf.mix_alpha"]
+  assert "laf.lr_ue" in fields(config, "laf") and "laf.lr_ue" in fields(config, "lmix")
+  with pytest.raises(ValueError, match="overrides laf.mix_alpha"):
+    methods.variant(methods.get("laf"), "laf_mixed", mix_alpha=1.0).hyperparameters(config)
 
 
 def test_the_notebooks_remain_vae_trains_on_all_of_d(setting):

@@ -162,6 +162,9 @@ class Method:
       models/contract.py), checked before a run with a user's model.
     variant_of: the registered method a `variant` derives from; '' for a
       method of its own.
+    ignores: fields of a shared section this method never reads (L-Mix's in
+      LAF's section, for LAF); `hyperparameters` leaves them out, so they are
+      not part of its stage's identity and changing them redoes none of its runs.
   """
   name: str
   labels: str
@@ -172,6 +175,7 @@ class Method:
   source: str = ""
   features: tuple[str, ...] = ()
   variant_of: str = ""
+  ignores: tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.labels not in LABEL_USES:
@@ -183,12 +187,13 @@ class Method:
     return self.labels != "none"
 
   def hyperparameters(self, config):
-    """The method's section of `config` with the variant's overrides applied."""
-    section = ml_collections.ConfigDict(config[self.section].to_dict())
+    """The fields of the method's section it reads, with the variant's overrides applied."""
+    section = ml_collections.ConfigDict({k: v for k, v in config[self.section].to_dict().items()
+                                         if k not in self.ignores})
     for field, value in self.overrides.items():
       if field not in section:
         raise ValueError(f"Variant {self.name!r} overrides {self.section}.{field}, "
-                         "which is not a field of that section.")
+                         "which is not a field of that section it reads.")
       section[field] = value
     return section
 

@@ -309,7 +309,7 @@ def init_state(ctx, txs, head):
 def build(ctx: base.UnlearnContext, *, mix, repair) -> base.Program:
   hp = ctx.config
   for field, choices in _CHOICES.items():
-    if hp[field] not in choices:
+    if field in hp and hp[field] not in choices:
       raise ValueError(f"laf.{field}={hp[field]!r}; use one of {choices}.")
   vae = models.EmbeddingVAE(latent_dim=hp.latent_dim)
   key_forget_vae, key_remain_vae, key_step, key_targets = jax.random.split(
@@ -341,14 +341,17 @@ def build(ctx: base.UnlearnContext, *, mix, repair) -> base.Program:
                       frozen=frozen)
 
 
+# The fields of the shared section that only one of the three reads.
+_MIX = ("mix_alpha", "mix_weight", "mix_update", "self_label", "mix_outputs", "fixed_targets")
+_REPAIR = ("repair_epochs", "repair_lr")
 _LAF = "Shen et al., Label-Agnostic Forgetting, ICLR 2024 (ShaofeiShen768/LAF)"
 METHODS = (
     base.Method("laf", "none", functools.partial(build, mix=False, repair=False), "laf",
-                default_config, source=_LAF, features=("embed",)),
+                default_config, source=_LAF, features=("embed",), ignores=_MIX + _REPAIR),
     base.Method("laf_r", "remain", functools.partial(build, mix=False, repair=True), "laf",
                 default_config, source=f"LAF+R, LAF then one epoch repairing the head: {_LAF}",
-                features=("embed",)),
+                features=("embed",), ignores=_MIX),
     base.Method("lmix", "none", functools.partial(build, mix=True, repair=False), "laf",
                 default_config, source="L-Mix as defined in the MixUnlearn paper (ICLR 2025), "
-                                       "on LAF", features=("embed",)),
+                                       "on LAF", features=("embed",), ignores=_REPAIR),
 )
