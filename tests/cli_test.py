@@ -121,6 +121,23 @@ def test_a_job_s_report_reads_its_own_seeds_not_those_another_process_wrote(tmp_
     report.rebuild(str(tmp_path), ("Test_r",), {"methods": ["scrub"], "seeds": [1]})
 
 
+def test_a_job_ends_with_its_own_seeds_table_while_another_process_shares_the_workdir(
+    tmp_path, monkeypatch):
+  workdir, seed_0 = str(tmp_path), quick_config()
+  experiment.run(seed_0, workdir)
+  run_seed = experiment.run_seed
+
+  def another_process_starts(job, seed, progress):  # and rewrites config.json for its seed
+    other = quick_config()
+    other.seeds = (1,)
+    experiment.prepare_workdir(other, workdir, overwrite=False)
+    run_seed(job, seed, progress)
+
+  monkeypatch.setattr(experiment, "run_seed", another_process_starts)
+  assert set(experiment.run(seed_0, workdir)["models"]) == {"initial", "retrain"}
+  assert json.loads((tmp_path / "config.json").read_text())["seeds"] == [1]
+
+
 def test_samples_plot_scales_the_masks_to_their_range(tmp_path):
   rng = np.random.default_rng(0)
   mask0 = 0.49 + 0.02 * rng.random((4, 6, 6, 1))
