@@ -12,7 +12,8 @@ What depends on what:
 - pretrain / retrain: COMMON and their own section, plus the `mean_teacher`
   section in the semi setup (which trains them with it);
 - a method: COMMON, the pretrain section (f_D is its start; in the semi setup
-  `mean_teacher` too) and its own section with its variant's overrides applied;
+  `mean_teacher` too) and the fields of its own section it reads (less its
+  `ignores`), with its variant's overrides applied;
 - an evaluation: its model's stage, the `asr` section and `tsne.samples`
   (the embeddings it saves; the t-SNE's own settings only change the plot);
 - the stopping rule (`stop`): with `stop.enabled`, the held-out pool changes
