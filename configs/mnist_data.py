@@ -18,6 +18,7 @@ def get_config():
   # 0.40 against 4.79 at the default 1.0, which over-forgets (Train_f 88.2, Retrain 97.9).
   c.randlabel.retain_weight = 10.0
   # The same search over L-Mix's alpha (LAF's section; LAF does not read it): every value
-  # over-forgets (Train_f 89.6-92.6, Retrain 97.9); 0.3 the least, distance 3.01 against 3.43.
+  # over-forgets (Train_f 89.6-92.6, Retrain 97.9); 0.3 the least, distance 3.01 against 3.43
+  # (3 seeds: 6.74 against 6.94; docs/results.md).
   c.laf.mix_alpha = 0.3
   return c
