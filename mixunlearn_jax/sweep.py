@@ -117,7 +117,9 @@ def markdown(table, chosen=None):
     lines.append("")
     if field in chosen:
       before[field] = chosen[field]
-      lines += [f"Chosen: {field}={chosen[field]} (closest to Retrain).", ""]
+      won = chosen[field] in runs and methods[0] in runs[chosen[field]]["models"]
+      why = "closest to Retrain" if won else "every value diverged: the value it ran with, kept"
+      lines += [f"Chosen: {field}={chosen[field]} ({why}).", ""]
   if chosen:
     lines += ["## Chosen", "", f"    {overrides(chosen)}", ""]
   return "\n".join(lines)

@@ -98,3 +98,6 @@ def test_a_diverged_point_is_never_chosen():
   runs = {0.1: {"models": {}}, 1.0: finished, 10.0: {"models": {}}}  # 0.1, 10 diverged
   assert sweep.closest(runs, "neggrad", default=0.5) == 1.0
   assert sweep.closest({0.1: {"models": {}}}, "neggrad", default=0.5) == 0.5
+  table = {"neggrad.alpha": {0.1: {"metrics": ["Test"], "models": {}}}}
+  assert ("Chosen: neggrad.alpha=0.5 (every value diverged: the value it ran with, kept)"
+          in sweep.markdown(table, {"neggrad.alpha": 0.5}))
