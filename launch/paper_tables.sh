@@ -41,8 +41,9 @@ levels=${LEVELS:-class data}
 passes=${PASSES:-1 2 3}
 declare -A methods
 methods[base]="'mixunlearn_aware','mixunlearn_agnostic'"
-methods[aware]="'neggrad','boundary_shrink','sisa','unrolling','teacher_student','scrub','dsmixup','gli',\
-'laf_r'"
+# Cheapest first, so that a launcher stopped midway has finished the most methods.
+methods[aware]="'neggrad','boundary_shrink','gli','scrub','unrolling','laf_r','sisa','dsmixup',\
+'teacher_student'"
 methods[agnostic]="'laf','randlabel','lmix'"
 methods[ablations]="'mixunlearn_agnostic_vanilla_mixup_alpha035','mixunlearn_agnostic_vanilla_mixup',\
 'mixunlearn_agnostic_vanilla_mixup_alpha150','mixunlearn_agnostic_no_real',\
