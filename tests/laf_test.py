@@ -1,5 +1,7 @@
 """LAF, LAF+R and L-Mix: the VAE, the losses and the updates against NumPy, streams, phases."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -430,6 +432,8 @@ def test_a_stage_identity_holds_only_the_shared_sections_fields_its_method_reads
   assert "laf.lr_ue" in fields(config, "laf") and "laf.lr_ue" in fields(config, "lmix")
   with pytest.raises(ValueError, match="overrides laf.mix_alpha"):
     methods.variant(methods.get("laf"), "laf_mixed", mix_alpha=1.0).hyperparameters(config)
+  with pytest.raises(ValueError, match=r"ignores \['mix_alpa'\]"):
+    dataclasses.replace(methods.get("laf"), ignores=("mix_alpa",))
 
 
 def test_the_notebooks_remain_vae_trains_on_all_of_d(setting):

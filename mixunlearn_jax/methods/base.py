@@ -180,6 +180,10 @@ class Method:
   def __post_init__(self):
     if self.labels not in LABEL_USES:
       raise ValueError(f"{self.name}: labels={self.labels!r}; use one of {LABEL_USES}.")
+    unknown = sorted(set(self.ignores) - set(self.default_config()))
+    if unknown:
+      raise ValueError(f"{self.name} ignores {unknown}, which are not fields of its section "
+                       f"{self.section!r}.")
     object.__setattr__(self, "overrides", types.MappingProxyType(dict(self.overrides)))
 
   @property
