@@ -117,8 +117,9 @@ def markdown(table, chosen=None):
     lines.append("")
     if field in chosen:
       before[field] = chosen[field]
-      won = chosen[field] in runs and methods[0] in runs[chosen[field]]["models"]
-      why = "closest to Retrain" if won else "every value diverged: the value it ran with, kept"
+      finished = any(m in r["models"] for r in runs.values() for m in methods)
+      why = ("closest to Retrain" if finished
+             else "every value diverged: the value it ran with, kept")
       lines += [f"Chosen: {field}={chosen[field]} ({why}).", ""]
   if chosen:
     lines += ["## Chosen", "", f"    {overrides(chosen)}", ""]
