@@ -18,6 +18,9 @@
 # <runs>/<dataset>_<setup>_table.md from the finished workdirs: the paper's
 # layout, then each method's fixed budget against the rule.
 # Every job resumes where it was killed: run the same command again to go on.
+# Workdirs evaluated before LAF's protocol was added are refused until run once
+# with --overwrite, which redoes their evaluations (and any stage whose settings
+# changed since), no other training.
 #
 # SEEDS (default '(0,1,2)'), DATASETS (default 'mnist fmnist'), LEVELS (default
 # 'class data') and PASSES (default '1 2 3') choose the runs; two launchers may
@@ -73,8 +76,10 @@ setup() {
   local f_d stop=(--config.stop.enabled=True --config.stop.dry_run=True)
   f_d=$(f_d_workdir "$runs" "$short" "$setup")
   if [ "$setup" = noisy ] || [ "$setup" = semi ]; then stop=(); fi
+  # Both attack protocols: the spec's is the ASR column, LAF's (the paper's numbers) one beside it.
   common=(--config=configs/${short}_${config[$setup]}.py --config.setup=$setup --config.seeds="$seeds"
-          --config.data.manual_dir=../shared/datasets/${raw[$short]} "${extra[@]}")
+          --config.data.manual_dir=../shared/datasets/${raw[$short]}
+          --config.asr.protocols="('spec','laf')" "${extra[@]}")
   local reuse=(--config.pretrain.reuse_workdir="$f_d" --config.retrain.reuse_workdir="$base")
   local group first=()
   [ "$f_d" != "$base" ] && first=(--config.pretrain.reuse_workdir="$f_d")

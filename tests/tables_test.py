@@ -52,6 +52,10 @@ def test_workdirs_merge_only_when_they_share_f_d_and_retrain():
     paper.merge([first, results({"neggrad": (96.0, 40.0)}, retrain_test_r=97.5)])
   with pytest.raises(ValueError, match="two workdirs"):
     paper.merge([first, results({"mixunlearn_aware": (97.0, 20.0)})])
+  laf_column = results({"neggrad": (96.0, 40.0)})
+  laf_column["metrics"] = [*laf_column["metrics"], "ASR_laf"]
+  with pytest.raises(ValueError, match="differ in metrics"):
+    paper.merge([first, laf_column])
 
 
 def test_layout_groups_methods_as_the_paper_and_adds_cost(tmp_path):

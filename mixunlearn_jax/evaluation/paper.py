@@ -76,6 +76,10 @@ def check_comparable(first, results):
   for key in ("dataset", "setup", "seeds"):
     if results[key] != first[key]:
       raise ValueError(f"Workdirs differ in {key}: {first[key]} and {results[key]}.")
+  if results["metrics"] != first["metrics"]:  # a column would be empty for some rows
+    raise ValueError(f"Workdirs differ in metrics: {first['metrics']} and {results['metrics']} "
+                     "(asr.protocols): rerun the one without a column with the other's "
+                     "protocols and --overwrite, which redoes its evaluations.")
   for shared in ("initial", "retrain"):  # per-seed metrics equal: the same trained models
     ours, theirs = first["models"][shared], results["models"][shared]
     if any(ours[m]["per_seed"] != theirs[m]["per_seed"] for m in _distance_metrics(first)):
