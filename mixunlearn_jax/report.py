@@ -1,6 +1,6 @@
 r"""Rebuilds results.json, results.md and the plots of a workdir, without training.
 
-  python -m mixunlearn_jax.report --workdir=runs/digits_class
+  python -m mixunlearn_jax.report --workdir=runs/digits_class [--seeds=0,1,2]
 """
 
 import json
@@ -18,6 +18,9 @@ FLAGS = flags.FLAGS
 def define_flags():
   """Defined when the module runs as a program, so that the CLI modules import side by side."""
   flags.DEFINE_string("workdir", None, "A workdir whose evaluations are finished.")
+  flags.DEFINE_list("seeds", None,
+                    "The seeds to report; by default config.json's, which processes sharing the "
+                    "workdir (one per seed) each rewrite with their own.")
   flags.mark_flag_as_required("workdir")
 
 
@@ -28,9 +31,11 @@ def main(argv):
   if not os.path.exists(path):
     raise app.UsageError(f"{FLAGS.workdir} holds no run (no config.json).")
   with open(path) as f:
-    setup = json.load(f)["setup"]
+    config = json.load(f)
+  if FLAGS.seeds:
+    config["seeds"] = [int(seed) for seed in FLAGS.seeds]
   try:
-    report.rebuild(FLAGS.workdir, metrics.metric_names(setup))
+    report.rebuild(FLAGS.workdir, metrics.metric_names(config["setup"]), config)
   except FileNotFoundError as e:
     raise app.UsageError(str(e)) from e
   print(open(os.path.join(FLAGS.workdir, "results.md")).read())

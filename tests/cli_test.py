@@ -121,6 +121,15 @@ def test_a_job_s_report_reads_its_own_seeds_not_those_another_process_wrote(tmp_
     report.rebuild(str(tmp_path), ("Test_r",), {"methods": ["scrub"], "seeds": [1]})
 
 
+def test_the_report_program_reads_the_seeds_it_is_given_over_config_json_s(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps({"methods": ["scrub"], "seeds": [0],
+                                                    "setup": "class"}))
+  out = subprocess.run([sys.executable, "-m", "mixunlearn_jax.report", f"--workdir={tmp_path}",
+                        "--seeds=0,2"], cwd=REPO, capture_output=True, text=True)
+  assert out.returncode == 1 and "no evaluation yet of seed 0: initial" in out.stderr, out.stderr
+  assert "seed 2: scrub" in out.stderr
+
+
 def test_a_job_ends_with_its_own_seeds_table_while_another_process_shares_the_workdir(
     tmp_path, monkeypatch):
   workdir, seed_0 = str(tmp_path), quick_config()
