@@ -33,6 +33,8 @@ def main(argv):
   with open(path) as f:
     config = json.load(f)
   if FLAGS.seeds:
+    if not all(seed.isdigit() for seed in FLAGS.seeds):
+      raise app.UsageError(f"--seeds={','.join(FLAGS.seeds)}: give seeds as integers, e.g. 0,1,2.")
     config["seeds"] = [int(seed) for seed in FLAGS.seeds]
   try:
     report.rebuild(FLAGS.workdir, metrics.metric_names(config["setup"]), config)
