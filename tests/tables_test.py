@@ -52,6 +52,8 @@ def test_workdirs_merge_only_when_they_share_f_d_and_retrain():
     paper.merge([first, results({"neggrad": (96.0, 40.0)}, retrain_test_r=97.5)])
   with pytest.raises(ValueError, match="two workdirs"):
     paper.merge([first, results({"mixunlearn_aware": (97.0, 20.0)})])
+  with pytest.raises(ValueError, match=r"seeds: \[0, 1\] and \[2\].*--seeds=0,1,2$"):
+    paper.merge([first, results({"neggrad": (96.0, 40.0)}, seeds=(2,))])
   laf_column = results({"neggrad": (96.0, 40.0)})
   laf_column["metrics"] = [*laf_column["metrics"], "ASR_laf"]
   with pytest.raises(ValueError, match="differ in metrics"):

@@ -73,9 +73,14 @@ def merge(results_list):
 
 def check_comparable(first, results):
   """Raises unless `results` has `first`'s dataset, setup, seeds, f_D and Retrain."""
-  for key in ("dataset", "setup", "seeds"):
+  for key in ("dataset", "setup"):
     if results[key] != first[key]:
       raise ValueError(f"Workdirs differ in {key}: {first[key]} and {results[key]}.")
+  if results["seeds"] != first["seeds"]:  # a job's own report covers the seeds it ran
+    seeds = ",".join(str(s) for s in sorted(set(first["seeds"]) | set(results["seeds"])))
+    raise ValueError(f"Workdirs differ in seeds: {first['seeds']} and {results['seeds']}. If "
+                     "processes shared them, one per seed, rebuild each one's results for all "
+                     f"seeds first: python -m mixunlearn_jax.report --workdir=... --seeds={seeds}")
   if results["metrics"] != first["metrics"]:  # a column would be empty for some rows
     raise ValueError(f"Workdirs differ in metrics: {first['metrics']} and {results['metrics']} "
                      "(asr.protocols): rerun the one without a column with the other's "
