@@ -72,8 +72,10 @@ def test_sigkill_in_pretraining_and_unlearning_on_two_devices_gives_identical_me
   reference, killed = tmp_path / "reference", tmp_path / "killed"
   only = "--config.methods=('mixunlearn_aware',)"
   assert "oneDNN convolutions enabled" not in run(reference, only, devices=2).stderr
+  # Retrain resumes in pretraining's loop: the killed job takes the reference's.
+  args = (only, f"--config.retrain.reuse_workdir={reference}")
   for stage in ("pretrain", "unlearn_mixunlearn_aware"):
     pattern = str(killed / "seed_0" / stage / "checkpoints" / "10")
-    assert kill_when(command(killed, only, FREQUENT), 2, pattern), f"ran past {pattern}"
-  run(killed, only, devices=2)
+    assert kill_when(command(killed, *args, FREQUENT), 2, pattern), f"ran past {pattern}"
+  run(killed, *args, devices=2)
   assert metrics_of(killed) == metrics_of(reference)
