@@ -128,6 +128,9 @@ def test_the_report_program_reads_the_seeds_it_is_given_over_config_json_s(tmp_p
                         "--seeds=0,2"], cwd=REPO, capture_output=True, text=True)
   assert out.returncode == 1 and "no evaluation yet of seed 0: initial" in out.stderr, out.stderr
   assert "seed 2: scrub" in out.stderr
+  out = subprocess.run([sys.executable, "-m", "mixunlearn_jax.report", f"--workdir={tmp_path}",
+                        "--seeds=0,two"], cwd=REPO, capture_output=True, text=True)
+  assert out.returncode == 1 and "give seeds as integers" in out.stderr, out.stderr
 
 
 def test_a_job_ends_with_its_own_seeds_table_while_another_process_shares_the_workdir(
