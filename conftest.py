@@ -44,8 +44,7 @@ runtime.configure()  # what the entry points do, before JAX starts its backend
 
 # Units of work (xdist groups) other than "one test file", and the units that start first.
 _UNITS = {"engine_test": "tiny_job", "resume_test": "tiny_job", "tsne_test": "tiny_job"}
-_LONGEST = ("tiny_job", "multihost_test", "vit_test", "semi_test", "sweep_test",
-            "mean_teacher_test")
+_LONGEST = ("tiny_job", "multihost_test", "sweep_test", "semi_test", "vit_test")
 
 
 def _unit(item):
