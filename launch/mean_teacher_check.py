@@ -14,9 +14,11 @@ accuracy on the images whose labels were hidden and exits 1 unless Mean
 Teacher's mean over the seeds beats cross-entropy's by more than half a point
 (one seed's margin, 0.2-2 points on 1,200 images, is near its noise).
 
-A reproduction, not a test: about 2 minutes a seed on one CPU core, which
-the test suite (under 15 minutes) cannot spend. The suite checks Mean
-Teacher's parts against NumPy and runs the semi job (tests/semi_test.py).
+A reproduction, not a test: 2.4 minutes for both seeds on one device (one
+CPU core shared with a training job, 2026-12-02), and 5.2 minutes of the test
+suite's CPU time when it was a test there, more than the suite can spend.
+The suite checks Mean Teacher's parts against NumPy and runs the semi job
+(tests/semi_test.py).
 Numbers: docs/results.md ("Semi-supervised data-level unlearning").
 """
 
