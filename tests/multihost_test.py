@@ -1,11 +1,10 @@
 """Two processes on one machine (127.0.0.1, one CPU device each) run the job as one.
 
-Killed (SIGKILL) during unlearning and started again, they resume, and
-their results equal one process's on two devices; only process 0 writes
-files, and an incomplete description of the job fails at once. To tell the
-writers apart in the shared workdir, each process records the files Python
-opens for writing (an audit hook), and process 1 runs under umask 077, so the
-files it creates natively (TensorBoard) are private.
+Their results equal one process's on two devices, only process 0 writes
+files, both resume after SIGKILL, and an incomplete description of the job
+fails at once. To tell the writers apart in the shared workdir, each process
+records the files Python opens for writing (an audit hook), and process 1
+runs under umask 077, so the files it creates natively (TensorBoard) are private.
 """
 
 import glob
@@ -109,40 +108,19 @@ def stop(processes):
     process.wait()
 
 
-def kill_at_checkpoint(workdir, logs, checkpoint, *extra):
-  """Starts both processes and kills both (SIGKILL) once `checkpoint` exists."""
-  processes = start_pair(workdir, logs, *extra)
-  deadline = time.time() + TIMEOUT
-  while (not checkpoint.exists() and all(p.poll() is None for p in processes)
-         and time.time() < deadline):
-    time.sleep(0.02)
-  stop(processes)
-  assert checkpoint.exists(), open(logs / "0.log").read()[-3000:]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """(root, one process on two devices' workdir, two processes' workdir, their outputs).
-
-  The two processes are killed once MixUnlearn label-aware has saved its first
-  checkpoint, then started again: what the tests compare with one process is a
-  resumed run (an uninterrupted pair would cost the suite another job).
-  """
+  """(root, one process on two devices' workdir, two processes' workdir, their outputs)."""
   root = tmp_path_factory.mktemp("multihost")
-  single, pair, logs = root / "single", root / "pair", root / "pair_logs"
-  # Meanwhile, one process: compilation leaves a core idle.
-  with open(root / "single.log", "w") as log:
-    one = subprocess.Popen(cli(single, BOTH), cwd=REPO, env=environment(2, root / "cache"),
-                           stdout=log, stderr=subprocess.STDOUT)
-  try:
-    checkpoint = pair / "seed_0" / "unlearn_mixunlearn_aware" / "checkpoints" / "2"
-    kill_at_checkpoint(pair, logs, checkpoint, BOTH)
-    assert not (pair / "seed_0" / "eval" / "mixunlearn_aware.json").exists()
-    outputs = finish_pair(start_pair(pair, logs, BOTH), logs)
-    assert one.wait(timeout=TIMEOUT) == 0, (root / "single.log").read_text()[-3000:]
-  finally:
-    stop([one])
-  return root, single, pair, outputs
+  single, pair = root / "single", root / "pair"
+  processes = start_pair(pair, root / "pair_logs", BOTH)
+  try:  # meanwhile, one process: compilation leaves a core idle
+    subprocess.run(cli(single, BOTH), cwd=REPO, env=environment(2, root / "cache"), check=True,
+                   capture_output=True, timeout=TIMEOUT)
+  except BaseException:
+    stop(processes)
+    raise
+  return root, single, pair, finish_pair(processes, root / "pair_logs")
 
 
 def test_two_processes_give_the_results_of_one_process_on_two_devices(runs):
@@ -187,9 +165,26 @@ def test_only_process_zero_writes_files(runs):
   assert any(path.endswith(".v2") for path in files) and not private, f"process 1 made {private}"
 
 
-def test_sigkill_of_both_processes_during_unlearning_then_restart_resumes_both(runs):
-  _, _, _, outputs = runs  # the results are the first test's: equal to one process's
+def test_sigkill_of_both_processes_during_unlearning_then_restart_gives_the_same_metrics(runs):
+  root, _, pair, _ = runs
+  killed, logs = root / "killed", root / "killed_logs"
+  # f_D and Retrain come from the uninterrupted run, and one method is enough.
+  reuse = (f"--config.pretrain.reuse_workdir={pair}", f"--config.retrain.reuse_workdir={pair}",
+           "--config.methods=('mixunlearn_aware',)")
+  checkpoint = killed / "seed_0" / "unlearn_mixunlearn_aware" / "checkpoints" / "2"
+  processes = start_pair(killed, logs, *reuse)
+  deadline = time.time() + TIMEOUT
+  while (not checkpoint.exists() and all(p.poll() is None for p in processes)
+         and time.time() < deadline):
+    time.sleep(0.02)
+  stop(processes)
+  assert checkpoint.exists(), open(logs / "0.log").read()[-3000:]
+  assert not (killed / "seed_0" / "eval" / "mixunlearn_aware.json").exists()
+  outputs = finish_pair(start_pair(killed, logs, *reuse), logs)
   assert all("unlearn_mixunlearn_aware: resumed at step" in output for output in outputs)
+  resumed, uninterrupted = metrics_of(killed), metrics_of(pair)
+  assert resumed.keys() == {"initial", "retrain", "mixunlearn_aware"}
+  assert resumed == {model: uninterrupted[model] for model in resumed}
 
 
 ADDRESS = "127.0.0.1:1"
