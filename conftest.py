@@ -71,8 +71,8 @@ def pytest_sessionfinish(session, exitstatus):
 def tiny_job(tmp_path_factory):
   """(workdir, stderr) of tests/tiny_config.py run to its end by the CLI on one device.
 
-  Every registered method; the end-to-end tests read it, the SIGKILL test
-  compares its killed runs with it.
+  Every registered method, with its figures; the end-to-end tests read it,
+  the SIGKILL test compares its killed runs with it.
   """
   workdir = tmp_path_factory.mktemp("tiny_job")
-  return workdir, jobs.run(workdir).stderr
+  return workdir, jobs.run(workdir, "--config.plots=True").stderr

@@ -94,6 +94,11 @@ def base_config():
   # Check and record, but run the fixed budget: the fixed budget on the same data, to compare.
   c.stop.dry_run = False
 
+  # The report's figures (plots/: loss densities, t-SNE, mixed samples, the stopping rule's
+  # traces). False draws none: a job's results do not change; `python -m mixunlearn_jax.report`
+  # draws them later from the saved evaluations.
+  c.plots = True
+
   # t-SNE of the models' embeddings (paper §5.6): each evaluation saves features['embed'] of
   # a fixed sample per seed, and the report draws plots/tsne_seed<s>.png from them.
   c.tsne = ml_collections.ConfigDict()

@@ -1,6 +1,6 @@
 r"""Rebuilds results.json, results.md and the plots of a workdir, without training.
 
-  python -m mixunlearn_jax.report --workdir=runs/digits_class [--seeds=0,1,2]
+  python -m mixunlearn_jax.report --workdir=runs/digits_class [--seeds=0,1,2] [--noplots]
 """
 
 import json
@@ -21,6 +21,8 @@ def define_flags():
   flags.DEFINE_list("seeds", None,
                     "The seeds to report; by default config.json's, which processes sharing the "
                     "workdir (one per seed) each rewrite with their own.")
+  flags.DEFINE_bool("plots", True, "Draw the figures (plots/), also for a job run with "
+                    "config.plots False.")
   flags.mark_flag_as_required("workdir")
 
 
@@ -36,6 +38,7 @@ def main(argv):
     if not all(seed.isdigit() for seed in FLAGS.seeds):
       raise app.UsageError(f"--seeds={','.join(FLAGS.seeds)}: give seeds as integers, e.g. 0,1,2.")
     config["seeds"] = [int(seed) for seed in FLAGS.seeds]
+  config["plots"] = FLAGS.plots
   try:
     report.rebuild(FLAGS.workdir, metrics.metric_names(config["setup"]), config)
   except FileNotFoundError as e:

@@ -69,6 +69,11 @@ def test_the_cli_ends_with_the_table_and_a_rerun_says_it_was_done(tmp_path):
   again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
                          check=True)
   assert "evaluated already" in again.stderr and "| retrain |" in again.stdout
+  # tests/tiny_config.py draws no figures; the report program draws them from the evaluations.
+  assert not (tmp_path / "plots").exists()
+  subprocess.run([sys.executable, "-m", "mixunlearn_jax.report", f"--workdir={tmp_path}"],
+                 cwd=REPO, env=env, capture_output=True, timeout=300, check=True)
+  assert (tmp_path / "plots" / "loss_density_seed0.png").stat().st_size > 1000
 
 
 def test_list_names_every_method_and_print_config_reads_back(tmp_path):

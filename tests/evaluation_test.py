@@ -153,6 +153,7 @@ def memorisation_run(tmp_path_factory):
   config.checkpoint_every_steps = 2000
   config.log_every_steps = 2000
   config.asr.protocols = ("spec", "laf")  # LAF's attack as a column of its own
+  config.plots = True
   workdir = str(tmp_path_factory.mktemp("memorise"))
   return workdir, experiment.run(config, workdir)
 

@@ -9,7 +9,6 @@ runs under umask 077, so the files it creates natively (TensorBoard) are private
 
 import glob
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 from mixunlearn_jax.engine import parallel
-from tests.jobs import REPO, metrics_of
+from tests.jobs import REPO, kill, kill_when, metrics_of
 
 # Tiny budgets (one epoch of f_D and Retrain, two of each method), a checkpoint every 2 steps.
 TINY = ("--config.pretrain.epochs=1", "--config.retrain.epochs=1", "--config.mixunlearn.epochs=2",
@@ -94,18 +93,11 @@ def finish_pair(processes, logs):
     for process in processes:
       process.wait(timeout=max(deadline - time.time(), 1))
   finally:
-    stop(processes)
+    kill(processes)
   outputs = [open(os.path.join(logs, f"{i}.log")).read() for i in range(2)]
   for process, output in zip(processes, outputs):
     assert process.returncode == 0, output[-3000:]
   return outputs
-
-
-def stop(processes):
-  for process in processes:
-    if process.poll() is None:
-      process.send_signal(signal.SIGKILL)
-    process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +110,7 @@ def runs(tmp_path_factory):
     subprocess.run(cli(single, BOTH), cwd=REPO, env=environment(2, root / "cache"), check=True,
                    capture_output=True, timeout=TIMEOUT)
   except BaseException:
-    stop(processes)
+    kill(processes)
     raise
   return root, single, pair, finish_pair(processes, root / "pair_logs")
 
@@ -172,13 +164,8 @@ def test_sigkill_of_both_processes_during_unlearning_then_restart_gives_the_same
   reuse = (f"--config.pretrain.reuse_workdir={pair}", f"--config.retrain.reuse_workdir={pair}",
            "--config.methods=('mixunlearn_aware',)")
   checkpoint = killed / "seed_0" / "unlearn_mixunlearn_aware" / "checkpoints" / "2"
-  processes = start_pair(killed, logs, *reuse)
-  deadline = time.time() + TIMEOUT
-  while (not checkpoint.exists() and all(p.poll() is None for p in processes)
-         and time.time() < deadline):
-    time.sleep(0.02)
-  stop(processes)
-  assert checkpoint.exists(), open(logs / "0.log").read()[-3000:]
+  assert kill_when(start_pair(killed, logs, *reuse), str(checkpoint), timeout=TIMEOUT), \
+      open(logs / "0.log").read()[-3000:]
   assert not (killed / "seed_0" / "eval" / "mixunlearn_aware.json").exists()
   outputs = finish_pair(start_pair(killed, logs, *reuse), logs)
   assert all("unlearn_mixunlearn_aware: resumed at step" in output for output in outputs)

@@ -1,32 +1,10 @@
 """Resume: a run killed with SIGKILL inside any kind of stage ends with exactly the same metrics."""
 
-import glob
 import os
-import signal
-import subprocess
-import time
 
 from mixunlearn_jax.models import onednn
 from tests import tiny_config
-from tests.jobs import REPO, command, env, metrics_of, run
-
-
-# Checkpoints every 2 steps, so that each kill lands inside a stage; the interval is
-# operational, so the rerun of the same workdir accepts it (and the reference saved fewer).
-FREQUENT = "--config.checkpoint_every_steps=2"
-
-
-def kill_when(cmd, devices, pattern):
-  """Starts `cmd`, SIGKILLs it once a path matches `pattern`; False if it ended first."""
-  process = subprocess.Popen(cmd, cwd=REPO, env=env(devices), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-  deadline = time.time() + 600
-  while (not glob.glob(pattern, recursive=True) and process.poll() is None
-         and time.time() < deadline):
-    time.sleep(0.02)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  return bool(glob.glob(pattern, recursive=True))
+from tests.jobs import FREQUENT, command, metrics_of, run, start_and_kill
 
 
 # Where to kill: step 2 of each kind of (sub-)stage the methods run ("" is the method's own
@@ -58,7 +36,7 @@ def test_sigkill_in_each_kind_of_stage_then_rerun_gives_identical_metrics(tiny_j
   args = (f"--config.pretrain.reuse_workdir={reference}",
           f"--config.retrain.reuse_workdir={reference}", f"--config.methods={tuple(KILLS)}")
   for pattern in kill_points(killed):
-    assert kill_when(command(killed, FREQUENT, *args), 1, pattern), f"ran past {pattern}"
+    assert start_and_kill(command(killed, FREQUENT, *args), 1, pattern), f"ran past {pattern}"
     assert not os.path.exists(killed / "results.json")
   run(killed, *args)
   # A method's stages do not depend on which others the job runs: the reference's rows.
@@ -76,6 +54,6 @@ def test_sigkill_in_pretraining_and_unlearning_on_two_devices_gives_identical_me
   args = (only, f"--config.retrain.reuse_workdir={reference}")
   for stage in ("pretrain", "unlearn_mixunlearn_aware"):
     pattern = str(killed / "seed_0" / stage / "checkpoints" / "10")
-    assert kill_when(command(killed, *args, FREQUENT), 2, pattern), f"ran past {pattern}"
+    assert start_and_kill(command(killed, *args, FREQUENT), 2, pattern), f"ran past {pattern}"
   run(killed, *args, devices=2)
   assert metrics_of(killed) == metrics_of(reference)

@@ -18,8 +18,7 @@ from mixunlearn_jax.engine import identity
 from mixunlearn_jax.engine import mean_teacher
 from mixunlearn_jax.engine import parallel
 from tests import tiny_config
-from tests.jobs import command, metrics_of, run
-from tests.resume_test import FREQUENT, kill_when
+from tests.jobs import FREQUENT, command, metrics_of, run, start_and_kill
 
 IMAGE_SHAPE = (8, 8, 1)
 
@@ -274,7 +273,7 @@ def test_sigkill_in_mean_teacher_pretraining_then_rerun_gives_identical_metrics(
   flags = [f"--config.{field}={value}" for field, value in {**SHORT, "setup": "semi"}.items()]
   flags.append("--config.methods=()")
   pattern = str(tmp_path / "seed_0" / "pretrain" / "checkpoints" / "2")
-  assert kill_when(command(tmp_path, *flags, FREQUENT), 4, pattern), f"ran past {pattern}"
+  assert start_and_kill(command(tmp_path, *flags, FREQUENT), 4, pattern), f"ran past {pattern}"
   assert not os.path.exists(tmp_path / "seed_0" / "eval" / "initial.json")
   run(tmp_path, *flags, devices=4)
   reference = metrics_of(semi_job[0])

@@ -8,8 +8,7 @@ import pytest
 from mixunlearn_jax import config as config_lib
 from mixunlearn_jax import data
 from mixunlearn_jax import sequential
-from tests.jobs import command, run
-from tests.resume_test import FREQUENT, kill_when
+from tests.jobs import FREQUENT, command, run, start_and_kill
 
 LABELS = np.repeat(np.arange(10), 30)
 
@@ -77,7 +76,7 @@ def test_three_requests_resume_after_sigkill_and_retrain_never_sees_a_deleted_cl
       assert json.load(f)["diverged"]["neggrad"]["0"]["stage"] == "seed_0/request_1/unlearn_neggrad"
   pattern = str(killed / "seed_0" / "request_2" / "unlearn_mixunlearn_aware" / "checkpoints" / "2")
   reuse = f"--config.pretrain.reuse_workdir={reference}"
-  assert kill_when(command(killed, *ARGS, FREQUENT, reuse), 1, pattern), f"ran past {pattern}"
+  assert start_and_kill(command(killed, *ARGS, FREQUENT, reuse), 1, pattern), f"ran past {pattern}"
   assert (killed / "seed_0" / "request_1" / "eval" / "mixunlearn_aware.json").exists()
   run(killed, *ARGS, reuse)
   assert per_request_metrics(killed) == expected

@@ -24,8 +24,7 @@ from mixunlearn_jax.engine import stopping
 from mixunlearn_jax.engine import supervised
 from mixunlearn_jax.evaluation import metrics
 from tests import tiny_config
-from tests.jobs import command, run
-from tests.resume_test import kill_when
+from tests.jobs import command, run, start_and_kill
 
 # -- the statistics --------------------------------------------------------------------
 
@@ -266,7 +265,7 @@ def without(workdir, copy, name):
 def stopped(tmp_path_factory):
   """The workdir of an in-process digits job with the rule on."""
   workdir = tmp_path_factory.mktemp("stopped")
-  experiment.run(rule_config(), str(workdir))
+  experiment.run(rule_config(plots=True), str(workdir))
   return workdir
 
 
@@ -301,7 +300,7 @@ def test_a_run_killed_before_the_stop_resumes_to_the_same_stop(stopped, tmp_path
   # Killed after its checkpoint of step 4, between the checks of steps 3 and 6.
   folder = killed / "seed_0" / "unlearn_neggrad" / "checkpoints"
   assert summary["step"] > 12
-  assert kill_when(command(killed, *flags), 4, str(folder / "4")), "ran past step 4"
+  assert start_and_kill(command(killed, *flags), 4, str(folder / "4")), "ran past step 4"
   assert max(int(step) for step in os.listdir(folder) if step.isdigit()) < summary["step"]
   run(killed, *flags, devices=4)
   assert record_of(killed)["stop"] == summary

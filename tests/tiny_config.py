@@ -43,6 +43,8 @@ def get_config():
   # Checkpoints cost more than these steps: the SIGKILL tests ask for theirs more often.
   c.checkpoint_every_steps = 50
   c.log_every_steps = 25
-  # Every job of the suite draws a t-SNE per model: 50 images a set keep each under 0.4 s.
+  # Figures cost a fifth of a small job's time: the jobs that test them turn them on.
+  c.plots = False
+  # Every job saves embeddings for a t-SNE per model: 50 images a set keep each under 0.4 s.
   c.tsne.samples = 50
   return c

@@ -29,7 +29,8 @@ import os
 OPERATIONAL = frozenset({
     "seeds", "methods", "checkpoint_every_steps", "log_every_steps", "eval_batch_size",
     "data.data_dir", "data.manual_dir", "data.download", "model.cpu_onednn",
-    "pretrain.reuse_workdir", "retrain.reuse_workdir", "tsne.perplexity", "tsne.max_iter"})
+    "pretrain.reuse_workdir", "retrain.reuse_workdir", "plots", "tsne.perplexity",
+    "tsne.max_iter"})
 SPLIT, PRETRAIN, RETRAIN = "split", "pretrain", "retrain"
 EVALUATION_SECTIONS = ("asr", "tsne")  # what evaluations depend on besides their model
 MEAN_TEACHER = "mean_teacher"

@@ -168,23 +168,25 @@ def rebuild(workdir, metric_names, config=None):
     json.dump(results, f, indent=2)
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(markdown(results, title))
-  _plot(workdir, evals, [n for n in names if n in results["models"]], title, config.get("tsne", {}))
-  for seed in per_seed:
-    traces = {name: record["stop"] for name, record in per_seed[seed].items() if "stop" in record}
-    if traces:
-      plots.forgetting(traces, os.path.join(workdir, "plots", f"forgetting_seed{seed}.png"),
-                       f"{title}, seed {seed}")
+  if config.get("plots", True):  # workdirs made before the switch have no such field
+    _plot(workdir, evals, per_seed, [n for n in names if n in results["models"]], title,
+          config.get("tsne", {}))
   return results
 
 
-def _plot(workdir, evals, names, title, tsne):
-  """Per seed: the loss densities, the t-SNE of the saved embeddings, the mixed samples.
+def _plot(workdir, evals, per_seed, names, title, tsne):
+  """Per seed: the loss densities, the t-SNE of the saved embeddings, the mixed samples, the
+  stopping rule's traces.
 
-  `tsne`: the config's t-SNE section (perplexity, max_iter).
+  `per_seed`: the evaluations' records; `tsne`: the config's t-SNE section (perplexity, max_iter).
   """
   folder = os.path.join(workdir, "plots")
   os.makedirs(folder, exist_ok=True)
   for seed, eval_dir in evals.items():
+    traces = {name: record["stop"] for name, record in per_seed[seed].items() if "stop" in record}
+    if traces:
+      plots.forgetting(traces, os.path.join(folder, f"forgetting_seed{seed}.png"),
+                       f"{title}, seed {seed}")
     losses = {}
     for name in names:
       with np.load(os.path.join(eval_dir, f"{name}_losses.npz")) as f:
