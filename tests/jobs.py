@@ -1,4 +1,5 @@
-"""The job's CLI run in a subprocess, as the tests that need fresh processes start it."""
+"""The job's CLI in subprocesses, run to their end or SIGKILLed, as the tests that need fresh
+processes start it."""
 
 import glob
 import json
