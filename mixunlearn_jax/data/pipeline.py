@@ -200,7 +200,7 @@ def train_pipeline(images, labels, indices, *, batch_size, num_steps, seed, prep
 
   ds = tf.data.Dataset.from_tensor_slices((_local(rows), _steps(start_step, num_steps)))
   ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  return _numpy_batches(ds)
 
 
 def stream_pipeline(images, labels, forget, remain, stream: Stream, *, num_steps, seed,
@@ -239,7 +239,7 @@ def stream_pipeline(images, labels, forget, remain, stream: Stream, *, num_steps
 
   ds = tf.data.Dataset.from_tensor_slices((columns, _steps(start_step, num_steps)))
   ds = ds.map(make, num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  return _numpy_batches(ds)
 
 
 def eval_pipeline(images, labels, indices, *, batch_size, preprocess):
@@ -258,7 +258,19 @@ def eval_pipeline(images, labels, indices, *, batch_size, preprocess):
   ds = tf.data.Dataset.from_tensor_slices((_local(rows), _local(mask)))
   ds = ds.map(lambda idx, m: {**batcher(idx, 0, 0, augment=False), "mask": m},
               num_parallel_calls=tf.data.AUTOTUNE)
-  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  return _numpy_batches(ds)
+
+
+def _numpy_batches(ds):
+  """`ds` prefetched, as numpy, without tf.data's autotuning thread.
+
+  That thread sleeps up to a minute between its runs, and deleting an
+  iterator waits for it to wake (TF 2.21): 30-60 s at the end of every long
+  stage. Without it, AUTOTUNE parallelism is the cores this process may use.
+  """
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return ds.with_options(options).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
 
 class _Batcher:
