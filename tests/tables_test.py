@@ -148,3 +148,11 @@ def test_the_stop_cell_names_the_seeds_where_the_dry_run_s_rule_was_never_met():
   assert (report.stop_cell({**stop, "rule_steps": [350, None, 2150]})
           == "3700/3700 budget (rule met at 350, never, 2150)")
   assert report.stop_cell({**stop, "rule_steps": [None] * 3}) == "3700/3700 budget (rule never met)"
+
+
+def test_the_stop_cell_takes_the_seeds_mean_budget():
+  # A shard ensemble's budget depends on where D_f fell: 6680, 6680 and 6660 steps.
+  summaries = [{"step": b, "budget": b, "reason": "budget", "rule": {"step": s}}
+               for b, s in [(6680, 500), (6680, 1100), (6660, 500)]]
+  assert (report.stop_cell(report._stopping(summaries))  # pylint: disable=protected-access
+          == "6673/6673 budget (rule met at 500, 1100, 500)")

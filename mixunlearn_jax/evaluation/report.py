@@ -62,8 +62,12 @@ def aggregate(per_seed, metric_names):
 
 
 def _stopping(summaries):
-  """The stopping rule over seeds: the step it stopped at, why, and where it was met."""
-  return {"step": _stats([s["step"] for s in summaries]), "budget": summaries[0]["budget"],
+  """The stopping rule over seeds: the step it stopped at, why, and where it was met.
+
+  The budget is the seeds' mean: a shard ensemble's depends on where D_f fell.
+  """
+  return {"step": _stats([s["step"] for s in summaries]),
+          "budget": float(np.mean([s["budget"] for s in summaries])),
           "reasons": [s["reason"] for s in summaries],
           "rule_steps": [s["rule"]["step"] if s["rule"] else None for s in summaries]}
 
@@ -72,7 +76,7 @@ def stop_cell(stop):
   """'740/3700 forgotten'; a run to its budget adds where the rule was met, seed by seed
   (dry runs)."""
   reasons = ", ".join(sorted(set(stop["reasons"])))
-  cell = f"{stop['step']['mean']:.0f}/{stop['budget']} {reasons}"
+  cell = f"{stop['step']['mean']:.0f}/{stop['budget']:.0f} {reasons}"
   steps = stop["rule_steps"]
   if "budget" in stop["reasons"]:
     if all(step is None for step in steps):
