@@ -26,7 +26,12 @@
 # 'class data') and PASSES (default '1 2 3') choose the runs; two launchers may
 # run side by side on different datasets or levels (a data-level launcher
 # started before the class level's base exists trains its own f_D, the same
-# model, and keeps it). On 2 CPU cores, run one launcher per core, each
+# model, and keeps it), on different seeds, or on different groups of one
+# setting: ONLY (default: all) names the groups to run, of base, vanilla,
+# agnostic, aware, ablations, rule, rule_agnostic and rule_aware, e.g.
+# ONLY='base agnostic rule rule_agnostic ablations' beside ONLY='aware rule_aware'
+# (a group that reuses the base's f_D and Retrain waits until they are
+# evaluated). On 2 CPU cores, run one launcher per core, each
 # single-threaded (XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c N
 # ...): the first pass took 2.1 h for Fashion-MNIST class level and 2.3 h for
 # MNIST data level (its own f_D; its last 20 minutes split by seed over both
@@ -84,6 +89,8 @@ setup() {
   local group first=()
   [ "$f_d" != "$base" ] && first=(--config.pretrain.reuse_workdir="$f_d")
   for group in $groups; do
+    wanted "$group" || continue
+    [ "$group" = base ] || await_base "$f_d" "$base"
     case $group in
       base) main "$base" "$base_methods" "${stop[@]}" "${first[@]}" ;;
       vanilla) main "${base}_ablations" "${methods[vanilla]}" "${stop[@]}" "${reuse[@]}" ;;
@@ -91,8 +98,12 @@ setup() {
     esac
   done
   for group in $rule_groups; do
+    local workdir
+    workdir=$(rule_workdir "$base" "$group")
+    wanted "${workdir#"${base}_"}" || continue
+    await_base "$f_d" "$base"
     [ "$group" = aware ] && share_setup "${base}_aware" "$(rule_workdir "$base" aware)"
-    main "$(rule_workdir "$base" "$group")" "${methods[$group]}" --config.stop.enabled=True "${reuse[@]}"
+    main "$workdir" "${methods[$group]}" --config.stop.enabled=True "${reuse[@]}"
   done
   # A table that fails to build says why and leaves the runs going.
   python -m mixunlearn_jax.tables --out="$runs/${short}_${setup}_table.md" \
@@ -108,7 +119,7 @@ setup() {
 # instead of training them again: about 18 minutes of a core per seed on MNIST data level.
 share_setup() {
   local from=$1 to=$2 seed method slice
-  for seed in $(tr -d '() ' <<< "$seeds" | tr ',' ' '); do
+  for seed in $(seed_list); do
     for method in sisa dsmixup; do
       for slice in "$from/seed_$seed/unlearn_$method"/train_slice*; do
         local into="$to/seed_$seed/unlearn_$method"
@@ -117,6 +128,29 @@ share_setup() {
     done
   done
   return 0
+}
+
+# seed_list: SEEDS' numbers, space separated.
+seed_list() {
+  tr -d '() ' <<< "$seeds" | tr ',' ' '
+}
+
+# wanted <group>: whether ONLY names the group (every group when ONLY is unset).
+wanted() {
+  [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]
+}
+
+# await_base <f_d workdir> <base>: returns once every seed's f_D and Retrain are
+# evaluated (at once, unless another launcher is still training them).
+await_base() {
+  local seed said=""
+  for seed in $(seed_list); do
+    until [ -f "$1/seed_$seed/eval/initial.json" ] && [ -f "$2/seed_$seed/eval/retrain.json" ]; do
+      [ -n "$said" ] || echo "paper_tables.sh: waiting for seed $seed's f_D ($1) and Retrain ($2)." >&2
+      said=1
+      sleep 30
+    done
+  done
 }
 
 # rule_workdir <base> <group>: where the group's run with the rule on lives.
