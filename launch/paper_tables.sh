@@ -102,7 +102,7 @@ setup() {
     workdir=$(rule_workdir "$base" "$group")
     wanted "${workdir#"${base}_"}" || continue
     await_base "$f_d" "$base"
-    [ "$group" = aware ] && share_setup "${base}_aware" "$(rule_workdir "$base" aware)"
+    [ "$group" = aware ] && share_setup "${base}_aware" "$workdir"
     main "$workdir" "${methods[$group]}" --config.stop.enabled=True "${reuse[@]}"
   done
   # A table that fails to build says why and leaves the runs going.
