@@ -117,10 +117,13 @@ setup() {
 # settings with the rule on or off) copied from the fixed-budget workdir, for each seed, into
 # the rule's, which then restores them as finished (or resumes one the copy caught unfinished)
 # instead of training them again: about 18 minutes of a core per seed on MNIST data level.
+# Only once the fixed-budget run is evaluated: a slice copied while another launcher
+# writes it could hold a half-written checkpoint.
 share_setup() {
   local from=$1 to=$2 seed method slice
   for seed in $(seed_list); do
     for method in sisa dsmixup; do
+      [ -f "$from/seed_$seed/eval/$method.json" ] || continue
       for slice in "$from/seed_$seed/unlearn_$method"/train_slice*; do
         local into="$to/seed_$seed/unlearn_$method"
         [ -d "$slice" ] && [ ! -e "$into/${slice##*/}" ] && mkdir -p "$into" && cp -r "$slice" "$into/"

@@ -60,8 +60,8 @@ def fixed_against_rule(fixed_workdirs, rule_workdirs):
   (its fixed budget, on the same f_D and Retrain): metrics, distance, cost and where it stopped."""
   fixed, rule = merged(fixed_workdirs), merged(rule_workdirs)
   paper.check_comparable(fixed, rule)
-  # Both runs' ratios divide by the Retrain row shown: the time of the workdir that trained
-  # it (a reusing workdir keeps the time it read then, stale if Retrain was trained again).
+  # Both runs' ratios divide by the Retrain row shown, even where a rule workdir's results.json
+  # predates Retrain's training again (the report reads the owner's time when it runs).
   rule = {**rule, "models": {**rule["models"], "retrain": fixed["models"]["retrain"]}}
   header = ["method", "run", *fixed["metrics"], "distance to Retrain", "time (s)",
             "time / Retrain", "stop"]

@@ -159,3 +159,35 @@ def test_the_stop_cell_takes_the_seeds_mean_budget():
                for b, s in [(6680, 500), (6680, 1100), (6660, 500)]]
   assert (report.stop_cell(report._stopping(summaries))  # pylint: disable=protected-access
           == "6673/6673 budget (rule met at 500, 1100, 500)")
+
+
+def test_a_reused_stage_s_time_is_read_from_the_workdir_that_trained_it(tmp_path):
+  # A class-level base trained f_D (50 s); a data-level base reused it and trained Retrain
+  # (200 s); the aware workdir reused both. f_D and Retrain were trained again after the aware
+  # job copied their times (70 s and 300 s, now stale). The workdirs were moved since
+  # (docs/records): the config's paths no longer exist, the owners sit beside.
+  def workdir(name, records, pretrain="", retrain=""):
+    config = {"methods": [n for n in records if n not in ("initial", "retrain")], "seeds": [0],
+              "setup": "data", "data": {"name": "mnist"}, "plots": False,
+              "pretrain": {"reuse_workdir": pretrain}, "retrain": {"reuse_workdir": retrain}}
+    folder = tmp_path / "moved" / name
+    (folder / "seed_0" / "eval").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    for model, seconds in records.items():
+      record = {"metrics": {"Test_r": 98.0, "Test_f": 0.0, "ASR": 25.0}, "seconds": seconds,
+                "compile_seconds": 1.0, "examples_per_sec": 1.0}
+      (folder / "seed_0" / "eval" / f"{model}.json").write_text(json.dumps(record))
+    return str(folder)
+
+  workdir("class", {"initial": 50.0, "retrain": 400.0})
+  workdir("data", {"initial": 70.0, "retrain": 200.0}, pretrain="runs/class")
+  aware = workdir("aware", {"initial": 70.0, "retrain": 300.0, "neggrad": 20.0},
+                  pretrain="runs/class", retrain="runs/data")
+  out = report.rebuild(aware, METRICS)
+  assert out["timings"] == {"initial": 50.0, "retrain": 200.0, "neggrad": 20.0}
+  assert out["cost_ratio"]["neggrad"] == pytest.approx(0.1)
+  # Followed through a workdir that itself reused the stage: the data base's f_D is class's.
+  assert report.rebuild(str(tmp_path / "moved" / "data"), METRICS)["timings"]["initial"] == 50.0
+  # With no owner to be found, the copied times stand.
+  lone = workdir("lone", {"initial": 70.0, "retrain": 300.0}, pretrain="gone", retrain="gone2")
+  assert report.rebuild(lone, METRICS)["timings"] == {"initial": 70.0, "retrain": 300.0}

@@ -8,6 +8,9 @@ import numpy as np
 from mixunlearn_jax.evaluation import plots
 
 REFERENCE = "retrain"
+# The shared stages a workdir may take from another (config.<stage>.reuse_workdir), by model.
+REUSABLE = {"initial": "pretrain", REFERENCE: "retrain"}
+TIMINGS = ("seconds", "compile_seconds", "examples_per_sec")
 
 
 def _stats(values):
@@ -165,6 +168,7 @@ def rebuild(workdir, metric_names, config=None):
     for name in names:
       with open(os.path.join(folder, f"{name}.json")) as f:
         per_seed[seed][name] = json.load(f)
+  _reused_timings(workdir, config, per_seed)
   results = aggregate(per_seed, metric_names)
   results.update(dataset=config["data"]["name"], setup=config["setup"])
   title = f"{results['dataset']}, {results['setup']} setup"
@@ -176,6 +180,50 @@ def rebuild(workdir, metric_names, config=None):
     _plot(workdir, evals, per_seed, [n for n in names if n in results["models"]], title,
           config.get("tsne", {}))
   return results
+
+
+def _reused_timings(workdir, config, per_seed):
+  """Sets each reused f_D's and Retrain's time to what the workdir that trained it records now.
+
+  A reusing job copies the stage's time into its own evaluation when it loads
+  the stage, a copy that goes stale when the owner trains it again (a lost
+  runs folder, a rerun on an idle machine), so that the cost ratios of one
+  setting would divide by different Retrain times.
+  """
+  for name, stage in REUSABLE.items():
+    for seed, records in per_seed.items():
+      owner = _owner_record(workdir, config, stage, name, seed)
+      if owner is not None:
+        records[name].update({k: owner[k] for k in TIMINGS if k in owner})
+
+
+def _owner_record(workdir, config, stage, name, seed, seen=()):
+  """The evaluation record of `name` in the workdir that trained `stage`, following reuse.
+
+  The owner is looked for beside `workdir` first (workdirs copied or moved
+  together, as docs/records), then at the path the config names (relative to
+  where the job ran). None when the stage is not reused or its owner holds no
+  record of it.
+  """
+  other = config.get(stage, {}).get("reuse_workdir")
+  if not other:
+    return None
+  seen = (*seen, os.path.realpath(workdir))
+  candidates = [os.path.join(os.path.dirname(os.path.normpath(workdir)), os.path.basename(
+      os.path.normpath(other))), other]
+  for owner in candidates:
+    path = os.path.join(owner, f"seed_{seed}", "eval", f"{name}.json")
+    if os.path.realpath(owner) in seen or not os.path.exists(path):
+      continue
+    with open(path) as f:
+      record = json.load(f)
+    config_path = os.path.join(owner, "config.json")
+    if os.path.exists(config_path):  # the owner may itself have reused the stage
+      with open(config_path) as f:
+        further = _owner_record(owner, json.load(f), stage, name, seed, seen)
+      record = further or record
+    return record
+  return None
 
 
 def _plot(workdir, evals, per_seed, names, title, tsne):
