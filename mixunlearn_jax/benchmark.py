@@ -238,7 +238,7 @@ def environment(mesh):
   return {"jax_version": jax.__version__, "platform": device.platform,
           "device_kind": device.device_kind, "device_count": jax.device_count(),
           "process_count": jax.process_count(), "mesh_shape": dict(mesh.shape),
-          "cpu_count": os.cpu_count(), "malloc": malloc_name()}
+          "cpu_count": os.cpu_count(), "machine": runtime.machine(), "malloc": malloc_name()}
 
 
 def malloc_name():

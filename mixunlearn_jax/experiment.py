@@ -38,6 +38,7 @@ from mixunlearn_jax import config as config_lib
 from mixunlearn_jax import data
 from mixunlearn_jax import methods
 from mixunlearn_jax import models
+from mixunlearn_jax import runtime
 from mixunlearn_jax.engine import identity
 from mixunlearn_jax.engine import loop
 from mixunlearn_jax.engine import mean_teacher
@@ -634,8 +635,8 @@ def _total(results):
 def evaluate(run_, name, train):
   """Evaluates model `name`, trained by `train() -> Trained`, unless that is done already.
 
-  Writes eval/<name>.json (metrics,
-  stage and compile time, throughput) last, so its presence marks the
+  Writes eval/<name>.json (metrics, the machine, stage and compile time,
+  throughput) last, so its presence marks the
   evaluation finished, eval/<name>_losses.npz, the per-sample
   cross-entropy on D_f and the test set for the report's plots, and
   eval/<name>_embed.npz, the embeddings of the t-SNE sample (a single
@@ -659,7 +660,8 @@ def evaluate(run_, name, train):
       test_labels=job.dataset.test_labels,
       forget_class=np.unique(split.train_labels[split.forget]),  # every request's so far
       attack_sets=attack_sets(run_), seed=run_.seed, trees=job.config.asr.trees)
-  record = {"metrics": scores, "attack": attack, "seconds": trained.stage.seconds,
+  record = {"metrics": scores, "attack": attack, "machine": runtime.machine(),
+            "seconds": trained.stage.seconds,
             "compile_seconds": trained.stage.compile_seconds,
             "examples_per_sec": trained.stage.examples_per_sec}
   if trained.setup_seconds:

@@ -1,4 +1,5 @@
-"""Process settings the entry points make (not the import) before JAX or tfds start.
+"""Process settings the entry points make (not the import) before JAX or tfds start, and
+the machine a process computes on.
 
 `configure()` keeps tfds from probing a cloud metadata server and gives
 XLA:CPU one flag. XLA:CPU's YNNPACK library runs convolutions' kernel gradients about 2x slower
@@ -12,6 +13,8 @@ experimental CPU flag, so it is only set where the CPU is the backend.
 
 import importlib.util
 import os
+
+import jax
 
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 
@@ -34,3 +37,30 @@ def configure():
   flags = os.environ.get("XLA_FLAGS", "")
   if cpu_is_the_backend() and YNN_FLAG not in flags:
     os.environ["XLA_FLAGS"] = f"{YNN_FLAG}=individual_dot,reduce {flags}".strip()
+
+
+def machine():
+  """Where this process computes, in words: the accelerators' kind and count, or the CPU's model,
+  widest vector extension and cores.
+
+  Results records carry it: the CPU kind decides XLA's and oneDNN's kernels, so both a
+  stage's time (2.4x between two kinds of this project's 2-core machines) and the last bits
+  of its numbers, which then differ as between seeds.
+  """
+  device = jax.devices()[0]
+  if device.platform != "cpu":
+    return f"{jax.device_count()} x {device.device_kind}"
+  model, flags = "cpu", set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+          model = value.strip()
+        elif key.strip() == "flags":
+          flags = set(value.split())
+          break
+  except OSError:  # not Linux
+    pass
+  extension = next((x for x in ("avx512f", "avx2", "avx", "neon", "asimd") if x in flags), "")
+  return f"{model}{f' ({extension})' if extension else ''}, {os.cpu_count()} cores"

@@ -74,7 +74,8 @@ def fixed_against_rule(fixed_workdirs, rule_workdirs):
                                       report.stop_cell(stop) if stop else "—"]) + " |")
   note = (f"{fixed['dataset']}, {fixed['setup']} setup, seeds {fixed['seeds']}: each method at its "
           "fixed budget and stopped by the rule, on the same f_D and Retrain (mean ± std % over "
-          "seeds; stop: the step of the budget and why, README \"Stopping rule\").")
+          "seeds; stop: the step of the budget and why, README \"Stopping rule\")."
+          + report.machines_note(paper.machines([fixed, rule])))
   return note + "\n\n" + "\n".join(lines) + "\n"
 
 

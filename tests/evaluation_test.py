@@ -16,6 +16,7 @@ from mixunlearn_jax import confidence
 from mixunlearn_jax import data
 from mixunlearn_jax import experiment
 from mixunlearn_jax import models
+from mixunlearn_jax import runtime
 from mixunlearn_jax.engine import parallel
 from mixunlearn_jax.engine import supervised
 from mixunlearn_jax.evaluation import metrics
@@ -174,6 +175,20 @@ def test_a_second_protocol_is_a_column_outside_the_distance(memorisation_run):
   assert initial["distance_to_retrain"] == pytest.approx(
       np.mean([initial["gap"][m] for m in ("Train_r", "Train_f", "Test", "ASR")]))
   assert "ASR_laf" in open(os.path.join(workdir, "results.md")).read()
+
+
+def test_each_evaluation_names_the_machine_that_ran_it(memorisation_run):
+  workdir, results = memorisation_run
+  with open(os.path.join(workdir, "seed_0", "eval", "retrain.json")) as f:
+    machine = json.load(f)["machine"]
+  assert machine == runtime.machine()
+  assert results["machines"] == {0: [machine]}
+  assert machine.endswith(f", {os.cpu_count()} cores")  # the suite runs on the CPU
+  with open("/proc/cpuinfo") as f:
+    flags = f.read().split()
+  widest = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else None
+  if widest:  # the extension that decides XLA's and oneDNN's kernels
+    assert f"({widest})" in machine
 
 
 def test_evaluating_the_same_run_twice_gives_identical_numbers(memorisation_run):

@@ -191,3 +191,25 @@ def test_a_reused_stage_s_time_is_read_from_the_workdir_that_trained_it(tmp_path
   # With no owner to be found, the copied times stand.
   lone = workdir("lone", {"initial": 70.0, "retrain": 300.0}, pretrain="gone", retrain="gone2")
   assert report.rebuild(lone, METRICS)["timings"] == {"initial": 70.0, "retrain": 300.0}
+
+
+def test_time_over_retrain_averages_each_seed_s_ratio_and_names_the_machines_when_they_differ():
+  # Seed 0 ran on a machine 2.5x faster than seeds 1-2: NegGrad+ costs 0.1 of Retrain on each.
+  speed = {0: ("fast", 1.0), 1: ("slow", 2.5), 2: ("slow", 2.5)}
+  per_seed = {s: {n: {"metrics": {"Test_r": 98.0, "Test_f": 0.0, "ASR": 25.0},
+                      "seconds": seconds * factor, "examples_per_sec": 1.0, "machine": machine}
+                  for n, seconds in (("initial", 50.0), ("retrain", 200.0), ("neggrad", 20.0))}
+              for s, (machine, factor) in speed.items()}
+  out = report.aggregate(per_seed, METRICS)
+  assert out["cost_ratio"]["neggrad"] == pytest.approx(0.1)
+  assert out["machines"] == {0: ["fast"], 1: ["slow"], 2: ["slow"]}
+  note = "seed 0: fast; seeds 1, 2: slow."
+  assert note in report.markdown(out, "t")
+  out.update(dataset="mnist", setup="class")
+  table = paper.markdown(paper.merge([out]), set())
+  assert note in table
+  assert "| 0.10 |" in next(l for l in table.splitlines() if "| neggrad |" in l)
+  for s in (1, 2):  # one machine: no note
+    for record in per_seed[s].values():
+      record["machine"] = "fast"
+  assert "different machines" not in report.markdown(report.aggregate(per_seed, METRICS), "t")

@@ -7,6 +7,8 @@ from the paper's text, says which cells the extraction left illegible.
 import functools
 import pathlib
 
+from mixunlearn_jax.evaluation import report
+
 # The paper's row order: label-aware methods, then label-agnostic ones.
 ROWS = ("retrain", "neggrad", "boundary_shrink", "sisa", "unrolling", "teacher_student", "scrub",
         "dsmixup", "gli", "laf_r", "mixunlearn_aware", "laf", "randlabel", "lmix",
@@ -57,7 +59,7 @@ def merge(results_list):
   """
   first = results_list[0]
   merged = {**first, "models": dict(first["models"]), "diverged": dict(first.get("diverged", {})),
-            "stopping": dict(first.get("stopping", {}))}
+            "stopping": dict(first.get("stopping", {})), "machines": machines(results_list)}
   for results in results_list[1:]:
     check_comparable(first, results)
     merged["stopping"].update(results.get("stopping", {}))
@@ -68,6 +70,15 @@ def merge(results_list):
         if name in merged["models"] or name in merged["diverged"]:
           raise ValueError(f"{name} is in two workdirs: keep one.")
         merged[key][name] = entry
+  return merged
+
+
+def machines(results_list):
+  """{seed: the machines any of `results_list` ran it on}."""
+  merged = {}
+  for results in results_list:  # results.json written before records named the machine: none
+    for seed, kinds in results.get("machines", {}).items():
+      merged[seed] = sorted({*merged.get(seed, ()), *kinds})
   return merged
 
 
@@ -118,7 +129,7 @@ def cells(results, name, paper=None):
   return [*(_beside(f"{entry[m]['mean']:.2f} ± {entry[m]['std']:.2f}", row.get(m))
             for m in results["metrics"]),
           "—" if distance is None or name == "retrain" else f"{distance:.2f}",
-          f"{seconds:.0f}", f"{seconds / results['models']['retrain']['seconds']['mean']:.2f}"]
+          f"{seconds:.0f}", f"{report.cost_ratio(entry, results['models']['retrain']):.2f}"]
 
 
 def _beside(cell, paper_cell):
@@ -140,5 +151,6 @@ def markdown(results, label_agnostic):
                                     *cells(results, name, paper)]) + " |")
   note = (f"{results['dataset']}, {results['setup']} setup, seeds {results['seeds']}: ours, mean ± "
           "std % over seeds (the paper's mean in brackets where its table has the cell). "
-          "Time: the stage's wall time without compilation; f_D's is pretraining.")
+          "Time: the stage's wall time without compilation; f_D's is pretraining."
+          + report.machines_note(results.get("machines", {})))
   return note + "\n\n" + "\n".join(lines) + "\n"

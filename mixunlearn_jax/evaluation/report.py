@@ -10,12 +10,35 @@ from mixunlearn_jax.evaluation import plots
 REFERENCE = "retrain"
 # The shared stages a workdir may take from another (config.<stage>.reuse_workdir), by model.
 REUSABLE = {"initial": "pretrain", REFERENCE: "retrain"}
-TIMINGS = ("seconds", "compile_seconds", "examples_per_sec")
+UNRECORDED = "machine not recorded"  # evaluations saved before records named it
+# What a stage's record says of how it ran (the rest, of how its model scores).
+HOW_IT_RAN = ("machine", "seconds", "compile_seconds", "examples_per_sec")
 
 
 def _stats(values):
   values = [float(v) for v in values]
   return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": values}
+
+
+def cost_ratio(entry, reference):
+  """A model's stage time over Retrain's (what unlearning costs against retraining): each
+  seed's own ratio, averaged, so that seeds run on machines of different speeds weigh alike."""
+  pairs = zip(entry["seconds"]["per_seed"], reference["seconds"]["per_seed"])
+  return float(np.mean([t / r if r > 0 else float("nan") for t, r in pairs]))
+
+
+def machines_note(machines):
+  """'' when every seed ran on one machine; else which seeds ran where."""
+  kinds = {tuple(m) for m in machines.values()}
+  if len(kinds) <= 1:
+    return ""
+  where = {}
+  for seed, kind in machines.items():
+    where.setdefault(" + ".join(kind), []).append(str(seed))
+  return (" Seeds ran on different machines, so times compare only within a seed and "
+          "time / Retrain averages each seed's own ratio: "
+          + "; ".join(f"seed{'s' if len(s) > 1 else ''} {', '.join(s)}: {m}"
+                      for m, s in where.items()) + ".")
 
 
 def aggregate(per_seed, metric_names):
@@ -50,10 +73,11 @@ def aggregate(per_seed, metric_names):
       entry["distance_to_retrain"] = float(np.mean([entry["gap"][m] for m in metric_names]))
   results["timings"] = {n: e["seconds"]["mean"] for n, e in results["models"].items()}
   if REFERENCE in results["models"]:
-    # Each model's stage time over Retrain's: what unlearning costs against retraining.
-    reference_seconds = results["timings"][REFERENCE]
-    results["cost_ratio"] = {n: t / reference_seconds if reference_seconds > 0 else float("nan")
-                             for n, t in results["timings"].items()}
+    results["cost_ratio"] = {n: cost_ratio(e, results["models"][REFERENCE])
+                             for n, e in results["models"].items()}
+  # Seeds run on different machines have times in different units: say so beside them.
+  results["machines"] = {s: sorted({per_seed[s][n].get("machine", UNRECORDED)
+                                    for n in model_names}) for s in seeds}
   # Time spent before any deletion request (SISA's initial ensemble), not in `timings`.
   results["setup_seconds"] = {n: float(np.mean([per_seed[s][n]["setup_seconds"] for s in seeds]))
                               for n in model_names if "setup_seconds" in per_seed[seeds[0]][n]}
@@ -96,7 +120,8 @@ def markdown(results, title=""):
             "examples/s", "compile (s)", *(["stop"] if stopping else [])]
   lines = [f"# {title}" if title else "", f"Seeds: {results['seeds']}. Accuracies and ASR in %, "
            "mean ± std over seeds; (gap) = |mean - Retrain mean|. Time and examples/s "
-           "exclude compilation, shown apart." + _distance_note(results), "",
+           "exclude compilation, shown apart." + _distance_note(results)
+           + machines_note(results["machines"]), "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for name, entry in results["models"].items():
     cells = [name]
@@ -183,7 +208,8 @@ def rebuild(workdir, metric_names, config=None):
 
 
 def _reused_timings(workdir, config, per_seed):
-  """Sets each reused f_D's and Retrain's time to what the workdir that trained it records now.
+  """Sets each reused f_D's and Retrain's time (and machine) to what the workdir that trained it
+  records now.
 
   A reusing job copies the stage's time into its own evaluation when it loads
   the stage, a copy that goes stale when the owner trains it again (a lost
@@ -194,7 +220,7 @@ def _reused_timings(workdir, config, per_seed):
     for seed, records in per_seed.items():
       owner = _owner_record(workdir, config, stage, name, seed)
       if owner is not None:
-        records[name].update({k: owner[k] for k in TIMINGS if k in owner})
+        records[name].update({k: owner[k] for k in HOW_IT_RAN if k in owner})
 
 
 def _owner_record(workdir, config, stage, name, seed, seen=()):
