@@ -121,7 +121,7 @@ def markdown(results, title=""):
   lines = [f"# {title}" if title else "", f"Seeds: {results['seeds']}. Accuracies and ASR in %, "
            "mean ± std over seeds; (gap) = |mean - Retrain mean|. Time and examples/s "
            "exclude compilation, shown apart." + _distance_note(results)
-           + machines_note(results["machines"]), "",
+           + machines_note(results.get("machines", {})), "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for name, entry in results["models"].items():
     cells = [name]
