@@ -102,35 +102,18 @@ setup() {
     workdir=$(rule_workdir "$base" "$group")
     wanted "${workdir#"${base}_"}" || continue
     await_base "$f_d" "$base"
-    [ "$group" = aware ] && share_setup "${base}_aware" "$workdir"
-    main "$workdir" "${methods[$group]}" --config.stop.enabled=True "${reuse[@]}"
+    # SISA's and DSMixup's shard ensembles (work before any deletion request) are taken
+    # from the fixed-budget run where it has evaluated them: about 18 minutes of a core per
+    # seed on MNIST data level.
+    local shards=()
+    [ "$group" = aware ] && shards=(--config.method_setup_reuse_workdir="${base}_aware")
+    main "$workdir" "${methods[$group]}" --config.stop.enabled=True "${reuse[@]}" "${shards[@]}"
   done
   # A table that fails to build says why and leaves the runs going.
   python -m mixunlearn_jax.tables --out="$runs/${short}_${setup}_table.md" \
       --workdirs="$(existing "$base" "${base}_aware" "${base}_agnostic" "${base}_ablations")" \
       --rule_workdirs="$(existing "${base}_rule" "${base}_rule_aware" "${base}_rule_agnostic")" \
       || echo "paper_tables.sh: no table for $short $setup (above: why); the runs go on." >&2
-}
-
-# share_setup <from> <to>: the shard ensembles' initial training (SISA's and DSMixup's
-# train_slice<k> sub-stages: work before any deletion request, the same data, seeds and
-# settings with the rule on or off) copied from the fixed-budget workdir, for each seed, into
-# the rule's, which then restores them as finished (or resumes one the copy caught unfinished)
-# instead of training them again: about 18 minutes of a core per seed on MNIST data level.
-# Only once the fixed-budget run is evaluated: a slice copied while another launcher
-# writes it could hold a half-written checkpoint.
-share_setup() {
-  local from=$1 to=$2 seed method slice
-  for seed in $(seed_list); do
-    for method in sisa dsmixup; do
-      [ -f "$from/seed_$seed/eval/$method.json" ] || continue
-      for slice in "$from/seed_$seed/unlearn_$method"/train_slice*; do
-        local into="$to/seed_$seed/unlearn_$method"
-        [ -d "$slice" ] && [ ! -e "$into/${slice##*/}" ] && mkdir -p "$into" && cp -r "$slice" "$into/"
-      done
-    done
-  done
-  return 0
 }
 
 # seed_list: SEEDS' numbers, space separated.

@@ -61,6 +61,10 @@ def base_config():
   # In the semi setup both are trained with Mean Teacher (engine/mean_teacher.py, which
   # gives each default's source) on top of their section's epochs and lr.
   c.mean_teacher = mean_teacher.default_config()
+  # Take each method's work before any deletion request (SISA's and DSMixup's initial shard
+  # ensembles) from this workdir where the method finished with the same fields but the
+  # stopping rule's: a run with the rule beside the fixed-budget one (experiment.lent_setup).
+  c.method_setup_reuse_workdir = ""
 
   # One section per method, named after it, with its defaults (methods/<name>.py):
   # mixunlearn (spec §4; both label modes), neggrad, scrub, randlabel, ...

@@ -544,6 +544,10 @@ def unlearn(run_, name, initial):
       parallel.check_batch_size(side.batch_size, job.mesh, f"{name} {phase.name} {key} batch")
     step = jitted.setdefault(phase.step, parallel.jit_step(phase.step, job.mesh, num_frozen=1))
     directory = os.path.join(folder, sub_folder) if sub_folder else folder
+    lent = None if counts else lent_setup(run_, name, directory, state)
+    if lent:
+      setup.append((lent, phase.num_steps * phase.examples_per_step))
+      return lent.state
     if phase.enter and not loop.has_checkpoint(os.path.join(run_.dir, directory)):
       state = jax.jit(phase.enter, out_shardings=parallel.replicated(job.mesh))(state)
     result = stage(
@@ -587,6 +591,37 @@ def unlearn(run_, name, initial):
     save(run_, f"{name}_samples.npz", parallel.host_value(program.samples(state, batch, frozen)))
   return Trained(program.result(state), _total(results), program.predict,
                  program.attack_predict, sum(r.seconds for r, _ in setup), summary)
+
+
+def lent_setup(run_, name, directory, state):
+  """Method `name`'s setup sub-stage `directory` as it finished in another workdir, or None.
+
+  A method's work before any deletion request (ctx.run(..., counts=False): SISA's and
+  DSMixup's initial shard ensembles) does not depend on the stopping rule's settings, so a
+  run with the rule takes it from the fixed-budget run's workdir
+  (`config.method_setup_reuse_workdir`) instead of training it again. Taken only once the
+  method is evaluated there (no process writes it any more), from a stage made with the
+  same fields but the rule's own; None (train it here) while it is not, when its
+  checkpoint is gone there (a workdir restored from evaluation records), or when this
+  run has a checkpoint of its own.
+  """
+  other_workdir = run_.job.config.method_setup_reuse_workdir
+  if not other_workdir or loop.has_checkpoint(os.path.join(run_.dir, directory)):
+    return None
+  other = os.path.join(other_workdir, os.path.relpath(run_.dir, run_.job.workdir))
+  if not (os.path.exists(os.path.join(other, "eval", f"{name}.json"))
+          and loop.has_checkpoint(os.path.join(other, directory))):
+    logging.info("%s has no evaluated %s: training %s here.", other, name, directory)
+    return None
+  stage_name = f"unlearn_{name}"
+  theirs = identity.read(other).get(stage_name, {})
+  ours = identity.stage_fields(run_.job.config, name, methods.get(name))
+  changed = identity.differing(identity.before_request(theirs), identity.before_request(ours))
+  if changed:
+    raise ValueError(f"{other} made {stage_name} with other values of {', '.join(changed)}: "
+                     "its setup cannot be reused here (method_setup_reuse_workdir).")
+  logging.info("%s: taken as finished from %s.", directory, other)
+  return loop.restore_finished(os.path.join(other, directory), state)
 
 
 def stop_watch(run_, program, initial_variables):

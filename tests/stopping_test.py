@@ -318,3 +318,27 @@ def test_the_guard_stops_a_destructive_run_and_says_so(stopped):
   assert "guard" in stopping.describe(summary)
   with open(stopped / "results.md") as f:
     assert f"{summary['step']}/{summary['budget']} guard" in f.read()
+
+
+def test_the_rule_run_takes_the_shard_ensemble_from_the_fixed_budget_run(stopped, tmp_path):
+  """SISA's initial ensemble is work before any deletion request, the same with the rule on
+  or off: the rule's run takes it from the fixed-budget run's workdir, and lands where a rule
+  run that trains its own does."""
+  shared = {"methods": ("sisa",), "pretrain.reuse_workdir": str(stopped),
+            "retrain.reuse_workdir": str(stopped)}
+  fixed, lent, own = tmp_path / "fixed", tmp_path / "lent", tmp_path / "own"
+  experiment.run(rule_config(**shared, **{"stop.dry_run": True}), str(fixed))
+  experiment.run(rule_config(**shared, method_setup_reuse_workdir=str(fixed)), str(lent))
+  experiment.run(rule_config(**shared), str(own))
+  def slices(workdir):
+    return sorted(p.name for p in (workdir / "seed_0" / "unlearn_sisa").glob("train_*"))
+
+  assert slices(fixed) == slices(own) == ["train_slice1"]
+  assert slices(lent) == []  # nothing trained before the deletion request
+  assert record_of(lent, "sisa")["setup_seconds"] == record_of(fixed, "sisa")["setup_seconds"]
+  for field in ("metrics", "attack", "stop"):
+    assert record_of(lent, "sisa")[field] == record_of(own, "sisa")[field], field
+  # An ensemble made with other settings than the stopping rule's is refused, naming them.
+  with pytest.raises(ValueError, match="sisa.shards"):
+    experiment.run(rule_config(**shared, **{"sisa.shards": 3},
+                               method_setup_reuse_workdir=str(fixed)), str(tmp_path / "other"))

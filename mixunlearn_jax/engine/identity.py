@@ -29,8 +29,8 @@ import os
 OPERATIONAL = frozenset({
     "seeds", "methods", "checkpoint_every_steps", "log_every_steps", "eval_batch_size",
     "data.data_dir", "data.manual_dir", "data.download", "model.cpu_onednn",
-    "pretrain.reuse_workdir", "retrain.reuse_workdir", "plots", "tsne.perplexity",
-    "tsne.max_iter"})
+    "pretrain.reuse_workdir", "retrain.reuse_workdir", "method_setup_reuse_workdir", "plots",
+    "tsne.perplexity", "tsne.max_iter"})
 SPLIT, PRETRAIN, RETRAIN = "split", "pretrain", "retrain"
 EVALUATION_SECTIONS = ("asr", "tsne")  # what evaluations depend on besides their model
 MEAN_TEACHER = "mean_teacher"
@@ -78,6 +78,12 @@ def stage_fields(config, stage, method=None):
   hyperparameters = flatten(json.loads(method.hyperparameters(config).to_json_best_effort()),
                             f"{method.section}.")
   return {**common, **own(PRETRAIN), **trainer, **hyperparameters, **rule}
+
+
+def before_request(fields):
+  """A method's `fields` that its work before any deletion request depends on: all but the
+  stopping rule's own (its held-out pool changes D, so `POOL` stays)."""
+  return {k: v for k, v in fields.items() if k.split(".")[0] != STOP or k in POOL}
 
 
 def evaluation_fields(config, stage_identity):
