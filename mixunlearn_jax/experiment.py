@@ -682,14 +682,12 @@ def evaluate(run_, name, train):
   job, split = run_.job, run_.split
   try:
     trained = train()
+    train_probs, test_probs, attack_probs = outputs(run_, name, trained)
   except loop.NonFiniteLossError as e:
     if name in (INITIAL, RETRAIN):  # every other model needs them
       raise
     diverged(run_, name, e)
     return
-  train_probs, test_probs = probabilities(run_, trained.result, trained.predict)
-  attack_probs = (probabilities(run_, trained.result, trained.attack_predict)
-                  if trained.attack_predict else None)
   scores, attack = metrics.evaluate(
       train_probs, test_probs, attack_probs=attack_probs, setup=job.config.setup, split=split,
       test_labels=job.dataset.test_labels,
@@ -717,6 +715,25 @@ def evaluate(run_, name, train):
                    "one classifier's.", run_.seed, name)
   save(run_, f"{name}.json", record)
   _record(run_, f"eval/{name}")
+
+
+def outputs(run_, name, trained):
+  """(train, test, attack) outputs of a trained model (attack: None when it reads the first two).
+
+  A model whose losses stayed finite can still output NaN: a step after the
+  last loss check blows its weights up (SCRUB's ascent on D_f, stopped by the
+  guard right after). No metric or attacker reads NaN, so this is divergence
+  too, raised as NonFiniteLossError.
+  """
+  train_probs, test_probs = probabilities(run_, trained.result, trained.predict)
+  attack_probs = (probabilities(run_, trained.result, trained.attack_predict)
+                  if trained.attack_predict else None)
+  if not all(np.isfinite(p).all() for p in (train_probs, test_probs, *(attack_probs or ()))):
+    stage = os.path.relpath(os.path.join(run_.dir, f"unlearn_{name}"), run_.job.workdir)
+    raise loop.NonFiniteLossError(stage,
+                                  trained.stop["step"] if trained.stop else "its last",
+                                  {"outputs": "nan"})
+  return train_probs, test_probs, attack_probs
 
 
 def diverged(run_, name, error):

@@ -146,6 +146,24 @@ def test_a_finished_workdir_takes_a_new_method_and_redoes_only_a_changed_one(tin
   assert any(p.startswith("seed_0/unlearn_randlabel/checkpoints") for p in changed)
 
 
+def test_a_method_with_finite_losses_but_nan_outputs_is_recorded_as_diverged(
+    tiny_job, tmp_path, monkeypatch):
+  # SCRUB stopped by the guard right after a step that blew its weights up: every logged
+  # loss finite, every output NaN (the attacker's binning used to raise on them).
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(tiny_job[0], workdir)
+  evaluated = experiment.probabilities  # only the new method is left to evaluate
+  monkeypatch.setattr(experiment, "probabilities",
+                      lambda *args: [p * np.nan for p in evaluated(*args)])
+  config = tiny_config.get_config()
+  config.methods = (*config.methods, "finetune_remain")
+  results = experiment.run(config, workdir)
+  assert "finetune_remain" not in results["models"]
+  assert results["diverged"]["finetune_remain"][0] == {
+      "stage": "seed_0/unlearn_finetune_remain", "step": "its last", "values": {"outputs": "nan"}}
+  assert set(results["models"]) == {"initial", "retrain", *tiny_config.get_config().methods}
+
+
 def test_a_workdir_takes_more_seeds_and_checks_only_recorded_stages(tmp_path):
   workdir = str(tmp_path)
   one_seed = tiny_config.get_config()

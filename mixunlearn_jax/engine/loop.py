@@ -37,11 +37,13 @@ def quiet_orbax_logging():
 
 
 class NonFiniteLossError(RuntimeError):
-  """A loss became NaN or infinite; the last good checkpoint is kept."""
+  """A loss (or, raised by evaluation, a model's outputs) became NaN or infinite.
+
+  A stage that raises it keeps its last good checkpoint.
+  """
 
   def __init__(self, stage, step, values):
-    super().__init__(f"{stage}: non-finite {values} at step {step}; the last good checkpoint "
-                     "is kept.")
+    super().__init__(f"{stage}: non-finite {values} at step {step}.")
     self.stage, self.step, self.values = stage, step, values
 
 
