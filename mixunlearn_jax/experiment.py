@@ -263,12 +263,15 @@ def stage_identities(config):
   for stage in (identity.PRETRAIN, identity.RETRAIN):
     stages[stage] = identity.stage_fields(config, stage)
   for name in config.methods:
-    stages[f"unlearn_{name}"] = identity.stage_fields(config, name, methods.get(name))
-  models_of = {INITIAL: identity.PRETRAIN, RETRAIN: identity.RETRAIN,
-               **{name: f"unlearn_{name}" for name in config.methods}}
-  for name, stage in models_of.items():
-    stages[f"eval/{name}"] = identity.evaluation_fields(config, stages[stage])
+    stages[model_stage(name)] = identity.stage_fields(config, name, methods.get(name))
+  for name in (INITIAL, RETRAIN, *config.methods):
+    stages[f"eval/{name}"] = identity.evaluation_fields(config, stages[model_stage(name)])
   return stages
+
+
+def model_stage(name):
+  """The stage (a folder of a seed's) that trains model `name`: f_D's, Retrain's or a method's."""
+  return {INITIAL: identity.PRETRAIN, RETRAIN: identity.RETRAIN}.get(name, f"unlearn_{name}")
 
 
 def _stage_paths(seed_dir, stage):
@@ -529,7 +532,7 @@ def unlearn(run_, name, initial):
   """Runs method `name` from f_D; its time is totalled over its sub-stages."""
   job, method = run_.job, methods.get(name)
   initial_variables = initial().result
-  folder = f"unlearn_{name}"
+  folder = model_stage(name)
   _record(run_, folder)
   results, setup = [], []
 
@@ -546,7 +549,7 @@ def unlearn(run_, name, initial):
     directory = os.path.join(folder, sub_folder) if sub_folder else folder
     lent = None if counts else lent_setup(run_, name, directory, state)
     if lent:
-      setup.append((lent, phase.num_steps * phase.examples_per_step))
+      setup.append((lent, lent.steps * phase.examples_per_step))
       return lent.state
     if phase.enter and not loop.has_checkpoint(os.path.join(run_.dir, directory)):
       state = jax.jit(phase.enter, out_shardings=parallel.replicated(job.mesh))(state)
@@ -556,8 +559,7 @@ def unlearn(run_, name, initial):
         batches=phase_batches(run_, phase, phase.num_steps,
                               derive_seed(run_.seed, f"{name}/{sub_folder}" if sub_folder
                                           else name)), monitor=monitor)
-    steps = result.stop["step"] if result.stop else phase.num_steps
-    (results if counts else setup).append((result, steps * phase.examples_per_step))
+    (results if counts else setup).append((result, result.steps * phase.examples_per_step))
     return result.state
 
   jitted = {}
@@ -613,7 +615,7 @@ def lent_setup(run_, name, directory, state):
           and loop.has_checkpoint(os.path.join(other, directory))):
     logging.info("%s has no evaluated %s: training %s here.", other, name, directory)
     return None
-  stage_name = f"unlearn_{name}"
+  stage_name = model_stage(name)
   theirs = identity.read(other).get(stage_name, {})
   ours = identity.stage_fields(run_.job.config, name, methods.get(name))
   changed = identity.differing(identity.before_request(theirs), identity.before_request(ours))
@@ -661,7 +663,8 @@ def _total(results):
   return loop.StageResult(results[-1][0].state if results else None, seconds,
                           examples / seconds if seconds > 0 else 0.0,
                           sum(r.compile_seconds for r, _ in results),
-                          results[-1][0].metrics if results else {})
+                          results[-1][0].metrics if results else {},
+                          steps=sum(r.steps for r, _ in results))
 
 
 # -- evaluation ---------------------------------------------------------------------------
@@ -729,10 +732,8 @@ def outputs(run_, name, trained):
   attack_probs = (probabilities(run_, trained.result, trained.attack_predict)
                   if trained.attack_predict else None)
   if not all(np.isfinite(p).all() for p in (train_probs, test_probs, *(attack_probs or ()))):
-    stage = os.path.relpath(os.path.join(run_.dir, f"unlearn_{name}"), run_.job.workdir)
-    raise loop.NonFiniteLossError(stage,
-                                  trained.stop["step"] if trained.stop else "its last",
-                                  {"outputs": "nan"})
+    stage = os.path.relpath(os.path.join(run_.dir, model_stage(name)), run_.job.workdir)
+    raise loop.NonFiniteLossError(stage, trained.stage.steps, {"outputs": "nan"})
   return train_probs, test_probs, attack_probs
 
 

@@ -159,8 +159,11 @@ def test_a_method_with_finite_losses_but_nan_outputs_is_recorded_as_diverged(
   config.methods = (*config.methods, "finetune_remain")
   results = experiment.run(config, workdir)
   assert "finetune_remain" not in results["models"]
+  # Diverged at its last step: the one its last checkpoint was saved at.
+  checkpoints = os.path.join(workdir, "seed_0", "unlearn_finetune_remain", "checkpoints")
+  last_step = max(int(d) for d in os.listdir(checkpoints) if d.isdigit())
   assert results["diverged"]["finetune_remain"][0] == {
-      "stage": "seed_0/unlearn_finetune_remain", "step": "its last", "values": {"outputs": "nan"}}
+      "stage": "seed_0/unlearn_finetune_remain", "step": last_step, "values": {"outputs": "nan"}}
   assert set(results["models"]) == {"initial", "retrain", *tiny_config.get_config().methods}
 
 
@@ -305,7 +308,7 @@ def test_a_reused_stage_reports_the_time_its_own_run_reported(tmp_path):
                            batches=lambda start: iter(range(start, 5)), num_steps=5,
                            examples_per_step=2, checkpoint_every=2, log_every=100)
   reused = loop.restore_finished(str(tmp_path), state)
-  assert float(reused.state["w"]) == 5.0
+  assert float(reused.state["w"]) == 5.0 and trained.steps == reused.steps == 5
   assert trained.seconds > 0 and reused.seconds == trained.seconds
   assert reused.examples_per_sec == pytest.approx(trained.examples_per_sec)
 

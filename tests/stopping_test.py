@@ -186,15 +186,17 @@ def count(state, batch, fail_at=None):
 def run_phases(watch, folder, lengths, mesh, fail_at=None):
   """Phases of `lengths` steps on one counter as the job runs a method's; stops as it does."""
   state = {"w": jax.device_put(jnp.zeros((), jnp.int32), parallel.replicated(mesh))}
+  ran = 0
   for i, length in enumerate(lengths):
     result = loop.run_stage(
         name=f"phase {i}", directory=str(folder / str(i)), state=state,
         step_fn=functools.partial(count, fail_at=fail_at), batches=lambda start: iter(
             range(start, 100)), num_steps=length, examples_per_step=1, checkpoint_every=3,
         log_every=1, monitor=watch)
-    state = result.state
+    state, ran = result.state, ran + result.steps
     if watch.advance(length, result.stop):
       break
+  assert ran == int(state["w"])  # each stage's steps: all of it, or up to where it stopped
   return watch.summary(sum(lengths)), int(state["w"])
 
 

@@ -56,6 +56,7 @@ class StageResult:
   metrics: dict = dataclasses.field(default_factory=dict)  # the last step's scalars
   # With a stopping monitor: {'checks': [...], 'stopped': a reason or None, 'step': the last}.
   stop: dict | None = None
+  steps: int = 0  # the steps it ran: num_steps, or where the monitor stopped it
 
 
 def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[int], Iterator],
@@ -100,7 +101,7 @@ def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[i
   if start >= num_steps or stopped:
     manager.close()
     return StageResult(state, seconds, _throughput(start, examples_per_step, seconds),
-                       compile_seconds, scalars, _stop(monitor, checks, stopped, start))
+                       compile_seconds, scalars, _stop(monitor, checks, stopped, start), start)
 
   writer = tensorboard.SummaryWriter(directory) if write_summaries else None
   elapsed = 0.0
@@ -149,7 +150,7 @@ def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[i
       writer.close()
   return StageResult(state, seconds + elapsed,
                      _throughput(step - start, examples_per_step, elapsed), compile_seconds,
-                     scalars, _stop(monitor, checks, stopped, step))
+                     scalars, _stop(monitor, checks, stopped, step), step)
 
 
 def _stop(monitor, checks, stopped, step):
@@ -199,7 +200,7 @@ def restore_finished(directory, state) -> StageResult:
   return StageResult(restored.state, meta["seconds"],
                      _throughput(meta["num_steps"], meta.get("examples_per_step", 0),
                                  meta["seconds"]), meta.get("compile_seconds", 0.0),
-                     meta.get("metrics", {}))
+                     meta.get("metrics", {}), steps=meta["num_steps"])
 
 
 class _Timer:
