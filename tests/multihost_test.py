@@ -1,7 +1,8 @@
 """Two processes on one machine (127.0.0.1, one CPU device each) run the job as one.
 
 Their results equal one process's on two devices, only process 0 writes
-files, both resume after SIGKILL, and an incomplete description of the job
+files, both resume after SIGKILL in pretraining and in unlearning (the
+convolutions on XLA's path: oneDNN's run on one device only), and an incomplete description of the job
 fails at once. To tell the writers apart in the shared workdir, each process
 records the files Python opens for writing (an audit hook), and process 1
 runs under umask 077, so the files it creates natively (TensorBoard) are private.
@@ -157,15 +158,19 @@ def test_only_process_zero_writes_files(runs):
   assert any(path.endswith(".v2") for path in files) and not private, f"process 1 made {private}"
 
 
-def test_sigkill_of_both_processes_during_unlearning_then_restart_gives_the_same_metrics(runs):
+def test_sigkill_of_both_processes_in_pretraining_and_unlearning_then_restart_gives_the_same_metrics(
+    runs):
   root, _, pair, _ = runs
   killed, logs = root / "killed", root / "killed_logs"
-  # f_D and Retrain come from the uninterrupted run, and one method is enough.
-  reuse = (f"--config.pretrain.reuse_workdir={pair}", f"--config.retrain.reuse_workdir={pair}",
-           "--config.methods=('mixunlearn_aware',)")
-  checkpoint = killed / "seed_0" / "unlearn_mixunlearn_aware" / "checkpoints" / "2"
-  assert kill_when(start_pair(killed, logs, *reuse), str(checkpoint), timeout=TIMEOUT), \
-      open(logs / "0.log").read()[-3000:]
+  # Retrain resumes in pretraining's loop: it comes from the uninterrupted run. One method.
+  reuse = (f"--config.retrain.reuse_workdir={pair}", "--config.methods=('mixunlearn_aware',)")
+  for stage in ("pretrain", "unlearn_mixunlearn_aware"):
+    checkpoint = killed / "seed_0" / stage / "checkpoints" / "2"
+    assert kill_when(start_pair(killed, logs, *reuse), str(checkpoint), timeout=TIMEOUT), \
+        open(logs / "0.log").read()[-3000:]
+    # Each start but the first resumes the stage killed before.
+    if stage != "pretrain":
+      assert all("pretrain: resumed at step" in (logs / f"{i}.log").read_text() for i in range(2))
   assert not (killed / "seed_0" / "eval" / "mixunlearn_aware.json").exists()
   outputs = finish_pair(start_pair(killed, logs, *reuse), logs)
   assert all("unlearn_mixunlearn_aware: resumed at step" in output for output in outputs)

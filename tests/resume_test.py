@@ -32,7 +32,7 @@ def test_sigkill_in_each_kind_of_stage_then_rerun_gives_identical_metrics(tiny_j
   killed = tmp_path / "killed"
   # One device: oneDNN's path where it builds (models_test checks the fallback elsewhere).
   assert ("oneDNN convolutions enabled" in log) == onednn.available()
-  # f_D and Retrain from the reference (the two-device test kills inside pretraining).
+  # f_D and Retrain from the reference (multihost_test kills two processes in pretraining).
   args = (f"--config.pretrain.reuse_workdir={reference}",
           f"--config.retrain.reuse_workdir={reference}", f"--config.methods={tuple(KILLS)}")
   for pattern in kill_points(killed):
@@ -44,16 +44,3 @@ def test_sigkill_in_each_kind_of_stage_then_rerun_gives_identical_metrics(tiny_j
               if name in ("initial", "retrain", *KILLS)}
   assert metrics_of(killed) == expected
 
-
-# Two devices run the convolutions on XLA's path (oneDNN has no partitioning rule).
-def test_sigkill_in_pretraining_and_unlearning_on_two_devices_gives_identical_metrics(tmp_path):
-  reference, killed = tmp_path / "reference", tmp_path / "killed"
-  only = "--config.methods=('mixunlearn_aware',)"
-  assert "oneDNN convolutions enabled" not in run(reference, only, devices=2).stderr
-  # Retrain resumes in pretraining's loop: the killed job takes the reference's.
-  args = (only, f"--config.retrain.reuse_workdir={reference}")
-  for stage in ("pretrain", "unlearn_mixunlearn_aware"):
-    pattern = str(killed / "seed_0" / stage / "checkpoints" / "10")
-    assert start_and_kill(command(killed, *args, FREQUENT), 2, pattern), f"ran past {pattern}"
-  run(killed, *args, devices=2)
-  assert metrics_of(killed) == metrics_of(reference)
