@@ -1,9 +1,9 @@
 """Two processes on one machine (127.0.0.1, one CPU device each) run the job as one.
 
 Their results equal one process's on two devices, only process 0 writes
-files, both resume after SIGKILL in pretraining and in unlearning (the
-convolutions on XLA's path: oneDNN's run on one device only), and an incomplete description of the job
-fails at once. To tell the writers apart in the shared workdir, each process
+files, both resume after SIGKILL in pretraining and in unlearning (on XLA's
+convolutions: oneDNN's run on one device only), and an incomplete
+description of the job fails at once. To tell the writers apart in the shared workdir, each process
 records the files Python opens for writing (an audit hook), and process 1
 runs under umask 077, so the files it creates natively (TensorBoard) are private.
 """
@@ -158,8 +158,7 @@ def test_only_process_zero_writes_files(runs):
   assert any(path.endswith(".v2") for path in files) and not private, f"process 1 made {private}"
 
 
-def test_sigkill_of_both_processes_in_pretraining_and_unlearning_then_restart_gives_the_same_metrics(
-    runs):
+def test_sigkill_of_both_processes_in_pretraining_and_unlearning_gives_the_same_metrics(runs):
   root, _, pair, _ = runs
   killed, logs = root / "killed", root / "killed_logs"
   # Retrain resumes in pretraining's loop: it comes from the uninterrupted run. One method.
@@ -168,8 +167,7 @@ def test_sigkill_of_both_processes_in_pretraining_and_unlearning_then_restart_gi
     checkpoint = killed / "seed_0" / stage / "checkpoints" / "2"
     assert kill_when(start_pair(killed, logs, *reuse), str(checkpoint), timeout=TIMEOUT), \
         open(logs / "0.log").read()[-3000:]
-    # Each start but the first resumes the stage killed before.
-    if stage != "pretrain":
+    if stage != "pretrain":  # the second start resumed pretraining
       assert all("pretrain: resumed at step" in (logs / f"{i}.log").read_text() for i in range(2))
   assert not (killed / "seed_0" / "eval" / "mixunlearn_aware.json").exists()
   outputs = finish_pair(start_pair(killed, logs, *reuse), logs)
