@@ -583,7 +583,7 @@ def unlearn(run_, name, initial):
   for phase in program.phases:
     state = run_phase(phase, state, frozen, phase.name if len(program.phases) > 1 else "",
                       monitor=watch)
-    if watch and watch.advance(phase.num_steps, results[-1][0].stop):
+    if watch and watch.advance(phase.num_steps, results[-1][0]):
       break
   summary = watch and watch.summary(sum(phase.num_steps for phase in program.phases))
   if summary:

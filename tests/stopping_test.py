@@ -194,7 +194,7 @@ def run_phases(watch, folder, lengths, mesh, fail_at=None):
             range(start, 100)), num_steps=length, examples_per_step=1, checkpoint_every=3,
         log_every=1, monitor=watch)
     state, ran = result.state, ran + result.steps
-    if watch.advance(length, result.stop):
+    if watch.advance(length, result):
       break
   assert ran == int(state["w"])  # each stage's steps: all of it, or up to where it stopped
   return watch.summary(sum(lengths)), int(state["w"])

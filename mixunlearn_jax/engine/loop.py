@@ -54,7 +54,7 @@ class StageResult:
   examples_per_sec: float
   compile_seconds: float = 0.0  # the step's compilation, summed over resumes
   metrics: dict = dataclasses.field(default_factory=dict)  # the last step's scalars
-  # With a stopping monitor: {'checks': [...], 'stopped': a reason or None, 'step': the last}.
+  # With a stopping monitor: {'checks': [...], 'stopped': a reason or None}.
   stop: dict | None = None
   steps: int = 0  # the steps it ran: num_steps, or where the monitor stopped it
 
@@ -101,7 +101,7 @@ def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[i
   if start >= num_steps or stopped:
     manager.close()
     return StageResult(state, seconds, _throughput(start, examples_per_step, seconds),
-                       compile_seconds, scalars, _stop(monitor, checks, stopped, start), start)
+                       compile_seconds, scalars, _stop(monitor, checks, stopped), start)
 
   writer = tensorboard.SummaryWriter(directory) if write_summaries else None
   elapsed = 0.0
@@ -150,12 +150,12 @@ def run_stage(*, name, directory, state, step_fn: Callable, batches: Callable[[i
       writer.close()
   return StageResult(state, seconds + elapsed,
                      _throughput(step - start, examples_per_step, elapsed), compile_seconds,
-                     scalars, _stop(monitor, checks, stopped, step), step)
+                     scalars, _stop(monitor, checks, stopped), step)
 
 
-def _stop(monitor, checks, stopped, step):
-  """StageResult.stop: the stage's checks, why it stopped early (or None), its last step."""
-  return {"checks": checks, "stopped": stopped, "step": step} if monitor else None
+def _stop(monitor, checks, stopped):
+  """StageResult.stop: the stage's checks and why it stopped early (or None)."""
+  return {"checks": checks, "stopped": stopped} if monitor else None
 
 
 def _log_check(name, check, writer):

@@ -234,11 +234,11 @@ class Watch:
     decision = decide([*self.checks, *checks], self.rule, self.baseline["remain_acc"])
     return decision[0] if decision else None
 
-  def advance(self, num_steps, stop):
-    """Adds a finished phase (`StageResult.stop`); returns whether the rule stopped in it."""
-    self.checks += stop["checks"]
-    if stop["stopped"]:
-      self.stop = (stop["stopped"], self.offset + stop["step"])
+  def advance(self, num_steps, result):
+    """Adds a finished phase (a StageResult); returns whether the rule stopped in it."""
+    self.checks += result.stop["checks"]
+    if result.stop["stopped"]:
+      self.stop = (result.stop["stopped"], self.offset + result.steps)
     self.offset += num_steps
     return self.stop is not None
 
