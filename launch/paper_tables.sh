@@ -22,8 +22,9 @@
 # with --overwrite, which redoes their evaluations (and any stage whose settings
 # changed since), no other training.
 #
-# SEEDS (default '(0,1,2)'), DATASETS (default 'mnist fmnist'), LEVELS (default
-# 'class data') and PASSES (default '1 2 3') choose the runs; two launchers may
+# SEEDS (default '(0,1,2)'), DATASETS (default 'mnist fmnist'), LEVELS (the
+# setups, default 'class data noisy semi'; noisy and semi belong to the third
+# pass and MNIST) and PASSES (default '1 2 3') choose the runs; two launchers may
 # run side by side on different datasets or levels (a data-level launcher
 # started before the class level's base exists trains its own f_D, the same
 # model, and keeps it), on different seeds, or on different groups of one
@@ -45,7 +46,7 @@ shift || true
 extra=("$@")
 seeds=${SEEDS:-(0,1,2)}
 datasets=${DATASETS:-mnist fmnist}
-levels=${LEVELS:-class data}
+levels=${LEVELS:-class data noisy semi}
 passes=${PASSES:-1 2 3}
 declare -A methods
 methods[base]="'mixunlearn_aware','mixunlearn_agnostic'"
@@ -126,6 +127,11 @@ wanted() {
   [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]
 }
 
+# wanted_level <setup>: whether LEVELS names the setup.
+wanted_level() {
+  [[ " $levels " == *" $1 "* ]]
+}
+
 # await_base <f_d workdir> <base>: returns once every seed's f_D and Retrain are
 # evaluated (at once, unless another launcher is still training them).
 await_base() {
@@ -159,15 +165,15 @@ existing() {
 # noisy (label-aware methods) and semi (label-agnostic) setups on MNIST.
 if [[ " $passes " == *" 1 "* ]]; then
   for short in $datasets; do
-    for level in $levels; do setup "$short" "$level" "base vanilla agnostic" "base agnostic"; done
+    for level in class data; do wanted_level "$level" && setup "$short" "$level" "base vanilla agnostic" "base agnostic"; done
   done
 fi
 if [[ " $passes " == *" 2 "* ]]; then
   for short in $datasets; do
-    for level in $levels; do setup "$short" "$level" "aware ablations" aware; done
+    for level in class data; do wanted_level "$level" && setup "$short" "$level" "aware ablations" aware; done
   done
 fi
 if [[ " $passes " == *" 3 "* ]] && [[ " $datasets " == *" mnist "* ]]; then
-  setup mnist noisy "base aware" "" "'mixunlearn_aware'"
-  setup mnist semi "base agnostic" "" "'mixunlearn_agnostic'"
+  if wanted_level noisy; then setup mnist noisy "base aware" "" "'mixunlearn_aware'"; fi
+  if wanted_level semi; then setup mnist semi "base agnostic" "" "'mixunlearn_agnostic'"; fi
 fi
