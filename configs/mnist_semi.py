@@ -9,14 +9,16 @@ step runs the model three times, about twice a supervised step's work). Expected
 (docs/results.md, seed 0): f_D and Retrain near 99 on Train_r, Train_f and Test;
 MixUnlearn within 0.3 points of Retrain on each metric and on ASR (about 50). The
 paper reports this setup on CIFAR-10 and SVHN only (its Table 6). Other label-agnostic
-methods join with --config.methods="('mixunlearn_agnostic','laf','lmix')"; the semi
-setup refuses label-aware ones.
+methods join with --config.methods="('mixunlearn_agnostic','laf','lmix')", at MNIST
+data level's tuned points (the same D_f; the semi setup is not tuned on its own); the
+semi setup refuses label-aware ones.
 """
 
-from mixunlearn_jax import config
+from configs import mnist_data
 
 
 def get_config():
-  c = config.paper_config("mnist", "semi")
+  c = mnist_data.get_config()
+  c.setup = "semi"
   c.methods = ("mixunlearn_agnostic",)
   return c
