@@ -1,5 +1,7 @@
 """Datasets, unlearning splits and input pipelines (mock tfds data and real MNIST)."""
 
+import os
+import threading
 import time
 
 import jax
@@ -469,6 +471,36 @@ def test_check_batch_size_names_valid_sizes():
   msg = str(err.value)
   assert "30" in msg and "28" in msg and "32" in msg
   parallel.check_batch_size(32, mesh)  # a multiple of 4 passes
+
+
+def test_processes_loading_at_once_prepare_once(tmp_path, monkeypatch):
+  """Two loaders on a fresh data dir: one prepares, the other waits and reads."""
+  calls, inside = [], threading.Semaphore(1)
+
+  def slow_prepare(builder, **kwargs):
+    assert inside.acquire(blocking=False), "two preparations at once"
+    calls.append(builder.name)
+    time.sleep(0.5)  # the window in which the second loader would start its own
+    os.makedirs(builder.data_path)
+    builder.info.write_to_directory(builder.data_path)  # what `is_prepared` looks for
+    inside.release()
+
+  monkeypatch.setattr(datasets, "prepare", slow_prepare)
+  errors = []
+
+  def load():
+    try:
+      datasets._prepared_builder("mnist", data_dir=str(tmp_path), manual_dir=None, download=False)
+    except Exception as e:  # noqa: BLE001 -- reported by the assertion below
+      errors.append(e)
+
+  loaders = [threading.Thread(target=load) for _ in range(2)]
+  for t in loaders:
+    t.start()
+  for t in loaders:
+    t.join()
+  assert not errors
+  assert calls == ["mnist"]
 
 
 def test_load_without_raw_files_fails_fast(tmp_path):

@@ -5,7 +5,9 @@ once and the input pipelines gather from memory: splits are index sets, and a
 batch is a function of (seed, step), which makes resume exact.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import gzip
 import os
 import socket
@@ -86,14 +88,41 @@ def load(name, *, data_dir=None, manual_dir=None, image_size=None, download=True
   if name not in _TFDS:
     raise ValueError(f"Unknown dataset {name!r}; known datasets: {', '.join(names())}.")
   source = _TFDS[name]
-  builder = tfds.builder(source.builder, data_dir=data_dir)
-  if not builder.is_prepared():
-    prepare(builder, manual_dir=manual_dir, download=download)
+  builder = _prepared_builder(source.builder, data_dir=data_dir, manual_dir=manual_dir,
+                              download=download)
   train = _read_split(builder, source.train_split, image_size)
   test = _read_split(builder, source.test_split, image_size)
   return Dataset(name, *train, *test,
                  num_classes=builder.info.features["label"].num_classes,
                  mean=source.mean, std=source.std)
+
+
+def _prepared_builder(name, *, data_dir, manual_dir, download):
+  """The tfds builder of `name`, prepared once even when processes load it at once.
+
+  Two launchers (or test workers) starting on a fresh data dir would both
+  prepare, and the second rename of tfds' incomplete folder fails; a lock file
+  beside the dataset lets one prepare while the other waits, then reads.
+  """
+  builder = tfds.builder(name, data_dir=data_dir)
+  if builder.is_prepared():
+    return builder
+  with _locked(os.path.join(builder.data_dir_root, f".{name}.lock")):
+    builder = tfds.builder(name, data_dir=data_dir)  # another process may have prepared it
+    if not builder.is_prepared():
+      prepare(builder, manual_dir=manual_dir, download=download)
+  return builder
+
+
+@contextlib.contextmanager
+def _locked(path):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def prepare(builder, *, manual_dir, download):
