@@ -474,7 +474,11 @@ def test_check_batch_size_names_valid_sizes():
 
 
 def test_processes_loading_at_once_prepare_once(tmp_path, monkeypatch):
-  """Two loaders on a fresh data dir: one prepares, the other waits and reads."""
+  """Two loaders on a fresh data dir: one prepares, the other waits and reads.
+
+  Threads stand in for processes: a flock belongs to an open file, so two opens exclude
+  each other within one process too.
+  """
   calls, inside = [], threading.Semaphore(1)
 
   def slow_prepare(builder, **kwargs):

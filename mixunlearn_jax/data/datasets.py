@@ -118,11 +118,8 @@ def _prepared_builder(name, *, data_dir, manual_dir, download):
 def _locked(path):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "a") as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
+    fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+    yield
 
 
 def prepare(builder, *, manual_dir, download):
